@@ -1,0 +1,141 @@
+"""The `routesh` command: argument parsing, then either one statement (--sql) or the interactive shell.
+
+Exit codes (DESIGN.md): 0 ok, 1 usage/connection/model error, 2 refused by the guard, 3 database error,
+4 the pipeline abstained. Every error is one line on stderr; set ROUTESH_DEBUG=1 to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from routesh import __version__
+from routesh.db import DEFAULT_ROW_LIMIT, DEFAULT_TIMEOUT_S, Database, ExecOptions, connect
+from routesh.db import guard
+from routesh.errors import RoutesError, UsageError
+from routesh.shell.render import FORMATS, footer, render
+
+EXIT_OK, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its errors become our one-line UsageError (exit 1, not argparse's 2, which
+    DESIGN.md reserves for guard refusals)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see routesh --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="routesh",
+        description="Ask a SQLite or PostgreSQL database questions. Read-only unless writes are explicitly allowed.",
+        epilog="DSN: a SQLite file path, sqlite:///relative.db, sqlite:////absolute.db, "
+        "postgresql://user@host/db, or a libpq conninfo ('host=... dbname=...'); PG* variables are honoured.",
+    )
+    parser.add_argument("dsn", nargs="?", help="the database to open")
+    parser.add_argument("--demo", action="store_true", help="open the bundled demo database (built on first use)")
+    parser.add_argument("--sql", metavar="SQL", help="one SQL statement to check and print ('-' reads it from stdin)")
+    parser.add_argument("--yes", "-y", action="store_true", help="run the statement after printing it")
+    parser.add_argument("--format", "-f", choices=FORMATS, default="table", help="result format (default: table)")
+    parser.add_argument("--row-limit", type=_positive_int, default=DEFAULT_ROW_LIMIT,
+                        help=f"most rows to fetch and show (default {DEFAULT_ROW_LIMIT})")
+    parser.add_argument("--timeout", type=_non_negative_float, default=DEFAULT_TIMEOUT_S,
+                        help=f"statement timeout in seconds, 0 for none (default {DEFAULT_TIMEOUT_S:g})")
+    parser.add_argument("--version", action="version", version=f"routesh {__version__}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+    except RoutesError as err:
+        _error(str(err))
+        code = err.exit_code
+    except KeyboardInterrupt:
+        _error("cancelled")
+        code = EXIT_CANCELLED
+    except Exception as err:  # the promise is one line, never a traceback
+        if os.environ.get("ROUTESH_DEBUG"):
+            traceback.print_exc()
+        _error(f"internal error: {type(err).__name__}: {err} (set ROUTESH_DEBUG=1 for details)")
+        code = EXIT_USAGE
+    return code  # the console-script wrapper passes it to sys.exit
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.demo and args.dsn:
+        raise UsageError("give either a DSN or --demo, not both")
+    if args.yes and args.sql is None:
+        raise UsageError("--yes only applies with --sql")
+    dsn = _demo_dsn() if args.demo else args.dsn
+    options = ExecOptions(row_limit=args.row_limit, timeout=args.timeout)
+    db = connect(dsn)
+    try:
+        if args.sql is not None:
+            return run_one(db, _read_sql(args.sql), run=args.yes, fmt=args.format, options=options)
+        from routesh.shell.app import run_shell  # prompt-toolkit loads only for the shell
+
+        return run_shell(db, options=options, fmt=args.format)
+    finally:
+        db.close()
+
+
+def run_one(db: Database, sql: str, *, run: bool, fmt: str, options: ExecOptions) -> int:
+    """The one-shot contract: check, print the SQL, and run it only when asked."""
+    sql = sql.strip()
+    guard.check(sql, db.dialect, writes_allowed=db.writes_allowed)  # refused → exit 2 before anything runs
+    if not run:
+        print(sql)
+        _error("not run: add --yes to run it")
+        return EXIT_OK
+    print(sql, file=sys.stderr)
+    result = db.execute(sql, options=options, guard=False)  # guard already checked above
+    sys.stdout.write(render(result, fmt))
+    note = footer(result, row_limit=options.row_limit)
+    if fmt == "table":
+        print(note)
+    elif result.truncated:
+        _error(note)
+    return EXIT_OK
+
+
+def _read_sql(value: str) -> str:
+    text = sys.stdin.read() if value == "-" else value
+    if not text.strip():
+        raise UsageError("no SQL given" + (" on stdin" if value == "-" else ""))
+    return text
+
+
+def _demo_dsn() -> str:
+    from routesh.demo import ensure_demo_db
+
+    return str(ensure_demo_db())
+
+
+def _error(message: str) -> None:
+    print(f"routesh: {message}", file=sys.stderr)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value

@@ -1,0 +1,87 @@
+"""Turn a Result into text: an aligned table for people, CSV/TSV/JSON for programs."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import decimal
+import io
+import json
+import uuid
+from typing import Any
+
+from tabulate import tabulate
+
+from routesh.db.base import Result
+
+FORMATS = ("table", "csv", "tsv", "json")
+
+
+def render(result: Result, fmt: str = "table") -> str:
+    """The rows of `result` in `fmt`. Notices (row counts, truncation) are separate: see footer()."""
+    if fmt == "table":
+        return _table(result)
+    if fmt in ("csv", "tsv"):
+        return _delimited(result, "," if fmt == "csv" else "\t")
+    if fmt == "json":
+        return json.dumps([dict(zip(result.columns, map(_jsonable, row))) for row in result.rows],
+                          ensure_ascii=False, indent=2) + "\n"
+    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def footer(result: Result, *, row_limit: int, timing: bool = False) -> str:
+    """psql-style "(N rows)" plus what a reader must know: the rows were capped, how long it took."""
+    if not result.columns:
+        line = result.status or "OK"
+    else:
+        n = result.row_count
+        line = f"({n} row{'s' if n != 1 else ''})"
+        if result.truncated:
+            line += f" — stopped at the row limit of {row_limit}; more rows exist (raise it with --row-limit)"
+    if timing:
+        line += f"\nTime: {result.elapsed * 1000:.3f} ms"
+    return line
+
+
+def _table(result: Result) -> str:
+    if not result.columns:
+        return ""
+    rows = [[_display(v) for v in row] for row in result.rows]
+    return tabulate(rows, headers=result.columns, tablefmt="psql", disable_numparse=True) + "\n"
+
+
+def _delimited(result: Result, delimiter: str) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
+    if result.columns:
+        writer.writerow(result.columns)
+    writer.writerows([["" if v is None else _display(v) for v in row] for row in result.rows])
+    return out.getvalue()
+
+
+def _display(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    if isinstance(value, float):
+        return f"{value:.1f}" if value.is_integer() and abs(value) < 1e16 else repr(value)
+    return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() and "." not in str(value) else float(value)
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
