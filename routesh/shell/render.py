@@ -47,7 +47,14 @@ def _table(result: Result) -> str:
     if not result.columns:
         return ""
     rows = [[_display(v) for v in row] for row in result.rows]
-    return tabulate(rows, headers=result.columns, tablefmt="psql", disable_numparse=True) + "\n"
+    # Like psql: numbers right-aligned, everything else left.
+    align = ["right" if _numeric_column(result.rows, i) else "left" for i in range(len(result.columns))]
+    return tabulate(rows, headers=result.columns, tablefmt="psql", disable_numparse=True, colalign=align) + "\n"
+
+
+def _numeric_column(rows: list[tuple[Any, ...]], index: int) -> bool:
+    values = [row[index] for row in rows if row[index] is not None]
+    return bool(values) and all(isinstance(v, (int, float, decimal.Decimal)) and not isinstance(v, bool) for v in values)
 
 
 def _delimited(result: Result, delimiter: str) -> str:

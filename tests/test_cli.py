@@ -1,0 +1,151 @@
+"""The one-shot CLI contract, through the real executable: output, formats and exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from tests.helpers import make_shop_db, routesh, sha256
+
+
+@pytest.fixture
+def shop(tmp_path):
+    return make_shop_db(tmp_path / "shop.db")
+
+
+def one_line_error(run) -> str:
+    """The error is one `routesh:` line on stderr (after the echoed SQL, when --yes ran it)."""
+    assert "Traceback" not in run.err
+    lines = [line for line in run.err.splitlines() if line.startswith("routesh:")]
+    assert len(lines) == 1, run.err
+    return lines[0]
+
+
+def test_prints_sql_without_running_it(shop):
+    run = routesh(str(shop), "--sql", "SELECT name FROM customer ORDER BY id LIMIT 2")
+    assert run.code == 0
+    assert run.out.strip() == "SELECT name FROM customer ORDER BY id LIMIT 2"
+    assert "customer 1" not in run.out
+    assert "--yes" in run.err
+
+
+def test_runs_with_yes_and_prints_a_table(shop):
+    run = routesh(str(shop), "--sql", "SELECT id, name, city FROM customer ORDER BY id LIMIT 3", "--yes")
+    assert run.code == 0, run.err
+    assert "customer 2" in run.out and "city" in run.out.splitlines()[1]
+    assert run.out.rstrip().endswith("(3 rows)")
+    assert "NULL" in run.out  # customer 3 has no city
+    assert "SELECT id, name, city" in run.err  # the SQL is echoed on stderr, keeping stdout clean
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv"])
+def test_delimited_formats(shop, fmt):
+    run = routesh(str(shop), "--sql", "SELECT id, city FROM customer ORDER BY id LIMIT 3", "--yes", "--format", fmt)
+    assert run.code == 0, run.err
+    rows = list(csv.reader(io.StringIO(run.out), delimiter="," if fmt == "csv" else "\t"))
+    assert rows == [["id", "city"], ["1", "Oslo"], ["2", ""], ["3", "Lyon"]]
+
+
+def test_json_format_keeps_types(shop):
+    run = routesh(str(shop), "--sql", "SELECT orders.id, total, city FROM orders JOIN customer ON customer.id = customer_id "
+                  "WHERE orders.id <= 2 ORDER BY orders.id", "--yes", "-f", "json")
+    assert run.code == 0, run.err
+    data = json.loads(run.out)
+    assert data == [{"id": 1, "total": 7.0, "city": None}, {"id": 2, "total": 14.0, "city": "Lyon"}]
+
+
+def test_row_limit_says_the_output_was_capped(shop):
+    run = routesh(str(shop), "--sql", "SELECT id FROM orders", "--yes", "--row-limit", "5")
+    assert run.code == 0
+    assert "(5 rows)" in run.out and "row limit of 5" in run.out
+    run = routesh(str(shop), "--sql", "SELECT id FROM orders", "--yes", "--row-limit", "5", "-f", "csv")
+    assert len(run.out.strip().splitlines()) == 6  # header + 5
+    assert "row limit of 5" in run.err
+
+
+def test_sql_from_stdin(shop):
+    run = routesh(str(shop), "--sql", "-", "--yes", "-f", "csv", stdin="SELECT count(*) AS n FROM orders;\n")
+    assert run.code == 0, run.err
+    assert run.out.splitlines() == ["n", "50"]
+
+
+def test_write_is_refused_with_exit_2_and_nothing_changes(shop):
+    before = sha256(shop)
+    for sql in ("DELETE FROM orders", "WITH x AS (DELETE FROM orders RETURNING id) SELECT * FROM x",
+                "SELECT 1; DROP TABLE orders", "ATTACH 'other.db' AS o"):
+        run = routesh(str(shop), "--sql", sql, "--yes")
+        assert run.code == 2, (sql, run.err)
+        assert "refused by the guard" in one_line_error(run)
+    assert sha256(shop) == before
+
+
+def test_database_error_exits_3(shop):
+    run = routesh(str(shop), "--sql", "SELECT nope FROM customer", "--yes")
+    assert run.code == 3
+    assert "no such column: nope" in one_line_error(run)
+
+
+def test_timeout_exits_3(shop):
+    run = routesh(str(shop), "--sql", "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) "
+                  "SELECT count(*) FROM r", "--yes", "--timeout", "0.5")
+    assert run.code == 3
+    assert "timeout" in one_line_error(run)
+
+
+def test_missing_file_is_an_error_and_is_not_created(tmp_path):
+    missing = tmp_path / "nope.db"
+    run = routesh(str(missing), "--sql", "SELECT 1", "--yes")
+    assert run.code == 1
+    assert "no such database file" in one_line_error(run)
+    assert not missing.exists()
+    run = routesh(f"sqlite:///{missing}", "--sql", "SELECT 1")
+    assert run.code == 1 and not missing.exists()
+
+
+def test_sqlite_url_forms(shop, tmp_path, monkeypatch):
+    run = routesh(f"sqlite:///{shop}", "--sql", "SELECT count(*) FROM customer", "--yes", "-f", "csv")
+    assert run.code == 0 and run.out.splitlines()[1] == "10", run.err
+    run = routesh("sqlite://host/x.db", "--sql", "SELECT 1")
+    assert run.code == 1 and "three slashes" in one_line_error(run)
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: p.mkdir(), "is a directory"),
+    (lambda p: p.write_text("hello, not a database\n" * 10), "not a SQLite database"),
+])
+def test_bad_files(tmp_path, setup, message):
+    target = tmp_path / "thing"
+    setup(target)
+    run = routesh(str(target), "--sql", "SELECT 1", "--yes")
+    assert run.code == 1
+    assert message in one_line_error(run)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["mysql://localhost/db", "--sql", "SELECT 1"], "unsupported database URL scheme"),
+    (["x.db", "--format", "xml"], "invalid choice"),
+    (["x.db", "--row-limit", "0"], "at least 1"),
+    (["x.db", "--yes"], "--yes only applies with --sql"),
+])
+def test_usage_errors_exit_1(args, message):
+    run = routesh(*args)
+    assert run.code == 1
+    assert message in one_line_error(run)
+
+
+def test_no_dsn_and_no_libpq_environment():
+    run = routesh("--sql", "SELECT 1", env={"PGHOST": "", "PGDATABASE": "", "PGSERVICE": "", "PGHOSTADDR": ""})
+    assert run.code == 1
+    assert "no database given" in one_line_error(run)
+
+
+def test_refused_postgres_connection_is_one_line():
+    # port 1 on loopback: nothing listens there
+    run = routesh("postgresql://nobody:secret@127.0.0.1:1/db", "--sql", "SELECT 1", timeout=30)
+    assert run.code == 1
+    line = one_line_error(run)
+    assert "secret" not in line
+    assert "127.0.0.1" in line
