@@ -100,13 +100,16 @@ def _execute_interruptibly(db: Database, sql: str, options: ExecOptions) -> Resu
 
     worker = threading.Thread(target=work, daemon=True)
     worker.start()
+    cancelled = False
     while worker.is_alive():
         try:
             worker.join(0.1)
-        except KeyboardInterrupt:
-            db.cancel()
-            worker.join()
-            outcome.setdefault("error", QueryCancelled("query cancelled"))
+        except KeyboardInterrupt:  # a second Ctrl-C while cancelling must not end the shell either
+            if not cancelled:
+                db.cancel()
+                cancelled = True
+    if cancelled:
+        outcome.setdefault("error", QueryCancelled("query cancelled"))
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     return outcome["result"]  # type: ignore[return-value]
