@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from routesh import __version__
 from routesh.db import DEFAULT_ROW_LIMIT, DEFAULT_TIMEOUT_S, Database, ExecOptions, connect
 from routesh.db import guard
+from routesh.db.cancellable import execute_cancellable
 from routesh.errors import RoutesError, UsageError
 from routesh.shell.render import FORMATS, footer, render
 
@@ -94,7 +95,7 @@ def run_one(db: Database, sql: str, *, run: bool, fmt: str, options: ExecOptions
         _error("not run: add --yes to run it")
         return EXIT_OK
     print(sql, file=sys.stderr)
-    result = db.execute(sql, options=options, guard=False)  # guard already checked above
+    result = execute_cancellable(db, sql, options=options, guard=False)  # guard already checked above
     sys.stdout.write(render(result, fmt))
     note = footer(result, row_limit=options.row_limit)
     if fmt == "table":

@@ -149,3 +149,57 @@ def test_refused_postgres_connection_is_one_line():
     line = one_line_error(run)
     assert "secret" not in line
     assert "127.0.0.1" in line
+
+
+def _spawn_one_shot(*args: str):
+    import sys
+    from pathlib import Path
+
+    import pexpect
+
+    exe = str(Path(sys.executable).with_name("routesh"))
+    return pexpect.spawn(exe, list(args), encoding="utf-8", timeout=20)
+
+
+def test_ctrl_c_cancels_a_one_shot_sqlite_query(shop):
+    import pexpect
+
+    child = _spawn_one_shot(str(shop), "--sql", "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) "
+                            "SELECT count(*) FROM r", "--yes", "--timeout", "0")
+    child.expect("WITH RECURSIVE")  # echoed: the query is running now
+    child.expect(pexpect.TIMEOUT, timeout=0.5)
+    child.sendintr()
+    child.expect("routesh: query cancelled")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 3
+
+
+@pytest.mark.postgres
+def test_ctrl_c_cancels_a_one_shot_postgres_query(pg_server):
+    import time
+
+    import pexpect
+
+    child = _spawn_one_shot(pg_server.admin_dsn, "--sql", "SELECT pg_sleep(30)", "--yes", "--timeout", "0")
+    child.expect("pg_sleep")
+    child.expect(pexpect.TIMEOUT, timeout=0.5)
+    started = time.monotonic()
+    child.sendintr()
+    child.expect("routesh: .*cancelled")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 3
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.postgres
+def test_one_shot_against_postgres(pg_server):
+    run = routesh(pg_server.admin_dsn, "--sql", "SELECT n, n * n AS square FROM generate_series(1, 3) n",
+                  "--yes", "-f", "csv")
+    assert run.code == 0, run.err
+    assert run.out.splitlines() == ["n,square", "1,1", "2,4", "3,9"]
+    run = routesh(pg_server.admin_dsn, "--sql", "SELECT pg_sleep(5)", "--yes", "--timeout", "0.5")
+    assert run.code == 3 and "timed out" in one_line_error(run)
+    run = routesh(pg_server.admin_dsn, "--sql", "SELECT set_config('a.b', 'c', false)", "--yes")
+    assert run.code == 2 and "set_config" in one_line_error(run)

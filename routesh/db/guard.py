@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
+from sqlglot.tokens import TokenType
 
 from routesh.errors import Refused
 
@@ -91,9 +92,19 @@ DENIED_FUNCTIONS: dict[str, frozenset[str]] = {
             # other servers (dblink, postgres_fdw helpers)
             "dblink", "dblink_exec", "dblink_connect", "dblink_connect_u", "dblink_open", "dblink_fetch",
             "dblink_send_query", "dblink_get_result", "postgres_fdw_disconnect", "postgres_fdw_disconnect_all",
-            # functions that run a query given as text
+            # replication slots and origins: they outlive the transaction (a slot holds WAL forever)
+            "pg_copy_physical_replication_slot", "pg_copy_logical_replication_slot",
+            "pg_replication_slot_advance", "pg_logical_slot_get_changes", "pg_logical_slot_get_binary_changes",
+            "pg_logical_emit_message", "pg_replication_origin_advance", "pg_replication_origin_session_setup",
+            "pg_replication_origin_session_reset", "pg_replication_origin_xact_setup",
+            "pg_replication_origin_xact_reset", "pg_stat_reset_subscription_stats",
+            # index maintenance that writes pages even inside a read-only transaction; OID consumption
+            "brin_summarize_new_values", "brin_summarize_range", "brin_desummarize_range",
+            "gin_clean_pending_list", "pg_nextoid",
+            # functions that run a query given as text (its functions are hidden from this list and
+            # from the plan: ts_stat(concat('SELECT ... pg_termi', 'nate_backend(...)')) would run them)
             "query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "cursor_to_xml",
-            "cursor_to_xmlschema",
+            "cursor_to_xmlschema", "ts_stat", "ts_rewrite",
         }
     ),
     "sqlite": frozenset(
@@ -187,7 +198,32 @@ def _parse_one(sql: str, dialect: str) -> tuple[exp.Expression | None, str]:
         return None, "empty statement"
     if len(statements) > 1:
         return None, f"{len(statements)} statements in one string; only one is allowed"
+    if dialect in _UNICODE_IDENTIFIER_DIALECTS and _has_unicode_escaped_identifier(sql, dialect):
+        return None, 'a Unicode-escaped identifier (U&"...") hides its name from the check; write the name plainly'
     return statements[0], ""
+
+
+# PostgreSQL reads U&"\0073et_config" as the identifier set_config; sqlglot reads `U & "\0073et_config"`,
+# a bitwise AND with a call to a function of that odd name, so the deny-list would never see it.
+_UNICODE_IDENTIFIER_DIALECTS = frozenset({"postgres"})
+
+
+def _has_unicode_escaped_identifier(sql: str, dialect: str) -> bool:
+    """U, &, and a quoted identifier written with nothing between them (PostgreSQL's U&"...")."""
+    try:
+        tokens = sqlglot.Dialect.get_or_raise(dialect).tokenize(sql)
+    except SqlglotError:
+        return True  # it parsed a moment ago; fail closed if it now does not tokenize
+    for u, amp, ident in zip(tokens, tokens[1:], tokens[2:]):
+        if (
+            u.text.upper() == "U"
+            and amp.token_type == TokenType.AMP
+            and ident.token_type == TokenType.IDENTIFIER
+            and amp.start == u.end + 1
+            and ident.start == amp.end + 1
+        ):
+            return True
+    return False
 
 
 def _first_keyword(sql: str, dialect: str) -> str:

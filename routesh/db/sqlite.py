@@ -15,6 +15,7 @@ from routesh.db.base import ConnectionInfo, ExecOptions, Result
 from routesh.db.schema import Column, ForeignKey, Schema, Table, distinct_samples
 from routesh.errors import ConnectError, QueryCancelled, QueryError, QueryTimeout, Refused
 
+LAYER = "database"  # how refusals from this envelope are labelled (the same on PostgreSQL)
 _HEADER = b"SQLite format 3\x00"
 _PROGRESS_EVERY = 2000  # VM instructions between deadline/cancel checks: cheap, yet stops within ~1 ms
 _SAMPLE_ROWS = 20
@@ -160,9 +161,9 @@ class SqliteDatabase:
                 return QueryCancelled("query cancelled")
             return QueryTimeout(f"query stopped after the {opts.timeout:g} s statement timeout")
         if any(sign in text for sign in ("not authorized", "authorization denied", "readonly database", "query_only")):
-            return Refused(f"SQLite refused it ({text})", layer="database envelope")
+            return Refused(f"SQLite refused it ({text})", layer=LAYER)
         if "one statement at a time" in text:
-            return Refused("several statements in one string", layer="database envelope")
+            return Refused("several statements in one string", layer=LAYER)
         return QueryError(text)
 
     def cancel(self) -> None:

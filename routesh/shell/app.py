@@ -8,7 +8,6 @@ tables. Ctrl-C while typing clears the line; Ctrl-C while a query runs cancels t
 from __future__ import annotations
 
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,8 @@ from prompt_toolkit.lexers import PygmentsLexer
 from pygments.lexers.sql import PostgresLexer, SqlLexer
 
 from routesh.db import Database, ExecOptions, Result
-from routesh.errors import QueryCancelled, RoutesError
+from routesh.db.cancellable import execute_cancellable
+from routesh.errors import RoutesError
 from routesh.shell.render import footer, render
 
 _BANNER = (
@@ -49,12 +49,11 @@ def run_shell(db: Database, *, options: ExecOptions, fmt: str = "table") -> int:
     while True:
         try:
             line = prompt.prompt(_prompt_text(session))
-        except KeyboardInterrupt:
+            if not _handle_line(session, line):
+                return 0
+        except KeyboardInterrupt:  # at the prompt, or while printing: drop what was pending, keep going
             session.buffer.clear()
-            continue
         except EOFError:
-            return 0
-        if not _handle_line(session, line):
             return 0
 
 
@@ -78,7 +77,7 @@ def _handle_line(session: ShellSession, line: str) -> bool:
 
 def _run(session: ShellSession, sql: str) -> None:
     try:
-        result = _execute_interruptibly(session.db, sql, session.options)
+        result = execute_cancellable(session.db, sql, options=session.options)
     except RoutesError as err:
         print(f"ERROR: {err}")
         return
@@ -86,33 +85,6 @@ def _run(session: ShellSession, sql: str) -> None:
     if output:
         print(output, end="")
     print(footer(result, row_limit=session.options.row_limit))
-
-
-def _execute_interruptibly(db: Database, sql: str, options: ExecOptions) -> Result:
-    """Run on a worker thread; Ctrl-C on the main thread cancels the statement, never the shell."""
-    outcome: dict[str, object] = {}
-
-    def work() -> None:
-        try:
-            outcome["result"] = db.execute(sql, options=options)
-        except BaseException as err:  # handed back to the main thread
-            outcome["error"] = err
-
-    worker = threading.Thread(target=work, daemon=True)
-    worker.start()
-    cancelled = False
-    while worker.is_alive():
-        try:
-            worker.join(0.1)
-        except KeyboardInterrupt:  # a second Ctrl-C while cancelling must not end the shell either
-            if not cancelled:
-                db.cancel()
-                cancelled = True
-    if cancelled:
-        outcome.setdefault("error", QueryCancelled("query cancelled"))
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return outcome["result"]  # type: ignore[return-value]
 
 
 def _list_tables(session: ShellSession) -> None:
