@@ -96,7 +96,8 @@ def _list_tables(session: ShellSession) -> None:
 
 
 def _prompt_text(session: ShellSession) -> str:
-    name = Path(session.db.info.display).name if session.db.dialect == "sqlite" else session.db.info.display
+    info = session.db.info
+    name = Path(info.display).name if session.db.dialect == "sqlite" else str(info.details.get("database") or info.display)
     return ("...> " if session.buffer else f"{name}> ")
 
 
