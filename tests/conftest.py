@@ -50,3 +50,23 @@ def defog_db(pg_server: PgServer) -> Callable[[str], str]:
         return loaded[name]
 
     return load
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Iterator[Path]:
+    """A model cache of this test session's own (ROUTESH_CACHE_DIR), so the conversion path runs for real
+    and nothing leaks into the user's cache. The catalog test model's wheel must be installed."""
+    from routesh.engine.models import CATALOG, TEST_MODEL, ModelError, locate_parts
+
+    try:
+        locate_parts(CATALOG[TEST_MODEL])
+    except ModelError as err:
+        pytest.fail(str(err), pytrace=False)
+    cache = tmp_path_factory.mktemp("model-cache")
+    previous = os.environ.get("ROUTESH_CACHE_DIR")
+    os.environ["ROUTESH_CACHE_DIR"] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop("ROUTESH_CACHE_DIR", None)
+    else:
+        os.environ["ROUTESH_CACHE_DIR"] = previous

@@ -1,0 +1,55 @@
+"""Model engines. `load_engine(--model value)` gives an Engine, whatever runs the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from routesh.engine.base import (
+    ChatRequest,
+    Completion,
+    Engine,
+    GenerationCancelled,
+    GenerationParams,
+    Message,
+    ModelError,
+)
+from routesh.engine.models import CATALOG, DEFAULT_MODEL, TEST_MODEL, ModelSource, local_folder, resolve
+
+__all__ = [
+    "BACKENDS", "CATALOG", "DEFAULT_MODEL", "TEST_MODEL", "ChatRequest", "Completion", "Engine",
+    "GenerationCancelled", "GenerationParams", "Message", "ModelError", "ModelSource", "load_engine", "resolve",
+]
+
+BACKENDS = ("auto", "transformers", "vllm")
+
+
+def load_engine(spec: str | None = None, *, backend: str = "auto", adapter: str | Path | None = None,
+                device: str | None = None, dtype: str | None = None, tensor_parallel_size: int = 1,
+                progress: bool = True) -> Engine:
+    """Load the model `spec` names (see models.resolve). An http(s) URL talks to a server; anything
+    else runs in this process, with vLLM when `backend` is "vllm" or ("auto" and a GPU and vLLM are
+    present), else with transformers."""
+    if backend not in BACKENDS:
+        raise ModelError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    source = resolve(spec)
+    if source.kind == "url":
+        if adapter:
+            raise ModelError("an adapter cannot be applied to a remote model; load it on the server instead")
+        from routesh.engine.openai import OpenAIEngine
+
+        return OpenAIEngine(source.location)
+    folder = local_folder(source, progress=progress)
+    if backend == "vllm" or (backend == "auto" and _vllm_usable()):
+        from routesh.engine.vllm import VLLMEngine
+
+        return VLLMEngine(str(folder), name=source.name, adapter=str(adapter) if adapter else None,
+                          tensor_parallel_size=tensor_parallel_size)
+    from routesh.engine.hf import TransformersEngine
+
+    return TransformersEngine(folder, name=source.name, device=device, dtype=dtype, adapter=adapter)
+
+
+def _vllm_usable() -> bool:
+    from routesh.engine.vllm import vllm_available
+
+    return vllm_available()

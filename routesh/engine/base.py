@@ -1,0 +1,94 @@
+"""The engine protocol: a batch of chat requests in, one completion per request out.
+
+Every backend (transformers on this machine, vLLM on a GPU, any OpenAI-compatible server) speaks it,
+so the pipeline never knows which one it has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from routesh.errors import RoutesError
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+class ModelError(RoutesError):
+    """The model could not be found, fetched, verified, converted, loaded or reached (exit 1)."""
+
+    exit_code = 1
+
+
+class GenerationCancelled(RoutesError):
+    """generate() was cancelled from another thread (Ctrl-C in the shell)."""
+
+    exit_code = 130
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One conversation to complete. Put what several requests share (the schema) in the leading
+    messages: engines reuse the computation of an identical leading part."""
+
+    messages: tuple[Message, ...]
+
+    @classmethod
+    def of(cls, *pairs: tuple[Role, str]) -> ChatRequest:
+        return cls(tuple(Message(role, content) for role, content in pairs))
+
+    def as_dicts(self) -> list[dict[str, str]]:
+        return [{"role": m.role, "content": m.content} for m in self.messages]
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 = greedy, which the ROUTE method uses
+    stop: tuple[str, ...] = ()  # generation ends at the first of these; it is not part of the text
+    prompt_lookup: bool = False  # draft tokens from the prompt (fast when the output copies it)
+    seed: int | None = None  # for temperature > 0
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    output_tokens: int
+    finish_reason: FinishReason
+    seconds: float  # wall time of the whole batch this completion came from
+    first_token_seconds: float | None = None  # batch start to the first generated token (prefill)
+    cached_prompt_tokens: int = 0  # prompt tokens whose computation was reused, not redone
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """A loaded model. `name` is what the user chose; `backend` says how it runs."""
+
+    name: str
+    backend: str  # "transformers" | "vllm" | "openai"
+
+    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None) -> list[Completion]:
+        """Complete every request (batched where the backend can), in order. Raises GenerationCancelled
+        when cancel() is called meanwhile, ModelError when the model or server fails."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop the generate() running on another thread as soon as possible."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut `text` at the earliest stop string; say whether one was found."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
