@@ -55,6 +55,8 @@ class GenerationParams:
     temperature: float = 0.0  # 0 = greedy, which the ROUTE method uses
     stop: tuple[str, ...] = ()  # generation ends at the first of these; it is not part of the text
     prompt_lookup: bool = False  # draft tokens from the prompt (fast when the output copies it)
+    draft_text: str = ""  # more text to draft from (e.g. the SQL a later stage is likely to repeat);
+    # it only proposes tokens, which the model checks: the output is exactly what it would be without
     seed: int | None = None  # for temperature > 0
 
 

@@ -185,8 +185,10 @@ class TransformersEngine:
                 return True
             return bool(params.stop) and truncate_at_stop(self.tokenizer.decode(tokens), params.stop)[1]
 
+        reference = self.tokenizer(params.draft_text, add_special_tokens=False)["input_ids"] if params.draft_text else []
         result = greedy_lookup_decode(self.model, encoded.ids, cache, max_new_tokens=params.max_new_tokens,
-                                      eos=self._eos_ids(), should_stop=should_stop, clock=time.perf_counter)
+                                      eos=self._eos_ids(), should_stop=should_stop, clock=time.perf_counter,
+                                      reference=reference)
         if self._cancel.is_set():
             raise GenerationCancelled("generation cancelled")
         completion = self._completion(result.tokens, encoded, len(prefix), params, time.perf_counter() - started,

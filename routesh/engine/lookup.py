@@ -29,17 +29,27 @@ class LookupResult:
     first_token_seconds: float | None = None
 
 
-def propose(sequence: Sequence[int], *, max_ngram: int = MAX_NGRAM, draft: int = DRAFT_TOKENS) -> list[int]:
-    """The tokens that followed the most recent earlier occurrence of the sequence's last n-gram
-    (longest n first); [] when nothing matches."""
+def propose(sequence: Sequence[int], *, reference: Sequence[int] = (), max_ngram: int = MAX_NGRAM,
+            draft: int = DRAFT_TOKENS) -> list[int]:
+    """The tokens that followed the sequence's last n-gram where it occurred before: in `reference`
+    first (text the caller expects to be repeated), else earlier in the sequence itself, most recent
+    occurrence first. Longer n-grams win. [] when nothing matches."""
     length = len(sequence)
-    for n in range(min(max_ngram, length - 1), 0, -1):
+    for n in range(min(max_ngram, length), 0, -1):
         tail = list(sequence[length - n:])
-        for start in range(length - n - 1, -1, -1):  # most recent occurrence first
-            if list(sequence[start:start + n]) == tail:
-                follow = list(sequence[start + n:start + n + draft])
-                if follow:
-                    return follow
+        follow = _follow(reference, tail, len(reference) - n, draft) or _follow(sequence, tail, length - n - 1, draft)
+        if follow:
+            return follow
+    return []
+
+
+def _follow(tokens: Sequence[int], ngram: list[int], last_start: int, draft: int) -> list[int]:
+    n = len(ngram)
+    for start in range(last_start, -1, -1):
+        if list(tokens[start:start + n]) == ngram:
+            follow = list(tokens[start + n:start + n + draft])
+            if follow:
+                return follow
     return []
 
 
@@ -52,9 +62,11 @@ def greedy_lookup_decode(
     eos: set[int],
     should_stop: Callable[[list[int]], bool],
     clock: Callable[[], float],
+    reference: Sequence[int] = (),
 ) -> LookupResult:
     """Decode greedily from `prompt`, whose first `cache.get_seq_length()` tokens are in `cache`.
-    `should_stop(tokens)` is asked after every step (stop strings, cancellation)."""
+    `should_stop(tokens)` is asked after every step (stop strings, cancellation). Drafts come from
+    `reference` as well as from the prompt and the output so far."""
     import torch
 
     device = next(model.parameters()).device
@@ -68,7 +80,7 @@ def greedy_lookup_decode(
         tokens = [int(logits[0, -1].argmax())]
         result = LookupResult(tokens, 1, 0, 0, clock() - started)
         while len(tokens) < max_new_tokens and tokens[-1] not in eos and not should_stop(tokens):
-            draft = propose(list(prompt) + tokens)[: max_new_tokens - len(tokens)]
+            draft = propose(list(prompt) + tokens, reference=reference)[: max_new_tokens - len(tokens)]
             before = cache.get_seq_length()
             step = [tokens[-1]] + draft
             logits = model(input_ids=torch.tensor([step], device=device), past_key_values=cache, use_cache=True).logits
