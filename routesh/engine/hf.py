@@ -8,11 +8,12 @@ can draft tokens from the prompt itself (prompt-lookup decoding).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,9 @@ class TransformersEngine:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = _pick_dtype(torch, dtype, self.device)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
-            model = AutoModelForCausalLM.from_pretrained(self.folder, dtype=self.dtype)
+            with _quiet_transformers():
+                self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+                model = AutoModelForCausalLM.from_pretrained(self.folder, dtype=self.dtype)
         except Exception as err:
             raise ModelError(f"cannot load the model in {self.folder}: {type(err).__name__}: "
                              f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}") from None
@@ -245,6 +247,22 @@ class _Watch:
         if not self._first:
             self._first.append(time.perf_counter() - self._started)
         return torch.full((input_ids.shape[0],), self._cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No progress bar or info chatter for a load that takes seconds (the shell owns the terminal)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _shared_prefix(batch: list[_Encoded]) -> tuple[int, ...]:
