@@ -1,0 +1,197 @@
+"""The MCP pipeline's control flow, with a scripted engine (replies chosen per task) on a real Spider
+database. The end-to-end run with a real model is in test_pipeline_model.py."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from routesh import prompts
+from routesh.db.sqlite import SqliteDatabase
+from routesh.engine.base import ChatRequest, Completion, GenerationParams
+from routesh.pipeline.pipeline import Pipeline, PipelineOptions
+from routesh.pipeline.stages import StageConfig
+from tests.helpers import SHARED_DATA, sha256
+
+DB = SHARED_DATA / "spider" / "database" / "concert_singer" / "concert_singer.sqlite"
+QUESTION = "Show the names of singers who performed in concerts in 2014."
+
+
+def task_of(request: ChatRequest) -> str:
+    user = request.messages[-1].content
+    if "Which tables and columns" in user:
+        return "sl"
+    if "Is the candidate SQL correct" in user:
+        return "nc"
+    if "Here is the beginning" in user:
+        return "cw"
+    return "ts"
+
+
+class ScriptedEngine:
+    """Replies from a script: task → list of replies, used in order (the last one repeats)."""
+
+    name, backend = "scripted", "test"
+
+    def __init__(self, **script: str | list[str]):
+        self.script = {task: ([r] if isinstance(r, str) else list(r)) for task, r in script.items()}
+        self.calls: list[tuple[str, ChatRequest, GenerationParams]] = []
+
+    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None) -> list[Completion]:
+        out = []
+        for request in requests:
+            task = task_of(request)
+            self.calls.append((task, request, params))
+            replies = self.script.get(task, ["I don't know."])
+            text = replies.pop(0) if len(replies) > 1 else replies[0]
+            out.append(Completion(text, prompt_tokens=100, output_tokens=10, finish_reason="stop", seconds=0.01))
+        return out
+
+    def cancel(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@pytest.fixture(scope="module")
+def db():
+    database = SqliteDatabase.open(DB)
+    yield database
+    database.close()
+
+
+@pytest.fixture(scope="module")
+def schema(db):
+    return db.introspect(samples=5)
+
+
+GOOD = ("SELECT T2.Name FROM singer_in_concert AS T1 JOIN singer AS T2 ON T1.Singer_ID = T2.Singer_ID "
+        "JOIN concert AS T3 ON T1.concert_ID = T3.concert_ID WHERE T3.Year = 2014")
+SIMPLE = "SELECT Name FROM singer WHERE Age > 30"
+
+
+def run(db, schema, engine, stages="sl,nc,cw"):
+    events = []
+    pipeline = Pipeline(engine, db, schema, options=PipelineOptions(stages=StageConfig.parse(stages)),
+                        on_event=events.append)
+    answer = pipeline.ask(QUESTION)
+    assert answer.events == events
+    return answer
+
+
+def test_full_pipeline_happy_path(db, schema):
+    engine = ScriptedEngine(
+        sl='{"singer": ["Name"], "concert": ["Year"]}',
+        ts=[f"```sql\n{GOOD}\n```", f"Here you go:\n```sql\n{GOOD}\n```"],
+        nc="correct",
+        cw=f"```sql\n{GOOD}\n```",
+    )
+    answer = run(db, schema, engine)
+    assert answer.sql == GOOD and not answer.abstained
+    # each proposal's trial run comes just before the event that gives its verdict
+    assert [e.stage for e in answer.events] == ["sl", "pseudo", "merge", "ts", "execute", "nc", "execute", "cw", "final"]
+    merge = next(e for e in answer.events if e.stage == "merge")
+    assert set(merge.artifact) == {"singer", "concert", "singer_in_concert"}
+    # the first call is one batch of SL and the pseudo-SQL, on the full schema
+    first_two = engine.calls[:2]
+    assert [t for t, _, _ in first_two] == ["sl", "ts"]
+    full = prompts.render_schema(schema, question=QUESTION, samples=2, budget=3000)
+    assert first_two[0][1].messages[0].content == prompts.system_message(full, "sqlite")
+    # generation runs on the reduced schema, drafting from the pseudo-SQL
+    _, generation, params = engine.calls[2]
+    assert "CREATE TABLE stadium" not in generation.messages[0].content
+    assert params.draft_text == GOOD and params.prompt_lookup
+    # the query is hard (3 tables), so continuation writing ran from a real prefix of it
+    _, cw_request, _ = engine.calls[-1]
+    prefix = cw_request.messages[-1].content.split("```sql\n", 1)[1].split("\n```", 1)[0]
+    assert GOOD.startswith(prefix) and 0 < len(prefix) < len(GOOD)
+    assert answer.result is not None and answer.result.rows
+
+
+def test_merge_bridges_the_tables_that_join_the_linked_ones(db, schema):
+    engine = ScriptedEngine(sl='{"singer": ["Name"], "concert": ["Year"]}', ts=f"```sql\n{SIMPLE}\n```")
+    answer = run(db, schema, engine, stages="sl")
+    merge = next(e for e in answer.events if e.stage == "merge")
+    assert set(merge.artifact) == {"singer", "concert", "singer_in_concert"}
+    assert "+singer_in_concert to join them" in merge.summary
+    generation = [r for t, r, _ in engine.calls if t == "ts"][-1].messages[0].content
+    assert "CREATE TABLE singer_in_concert" in generation and "CREATE TABLE stadium" not in generation
+
+
+def test_star_keeps_every_column_of_its_table(db, schema):
+    engine = ScriptedEngine(sl='{"stadium": ["Name"]}', ts="```sql\nSELECT * FROM singer\n```")
+    answer = run(db, schema, engine, stages="sl")
+    merge = next(e for e in answer.events if e.stage == "merge")
+    assert set(merge.artifact["singer"]) == {c.name for c in schema.table("singer").columns}
+
+
+def test_correction_accepted_only_when_it_executes(db, schema):
+    bad = "SELECT Nam FROM singer"
+    fixed = "SELECT Name FROM singer"
+    engine = ScriptedEngine(sl='{"singer": ["Name"]}', ts=f"```sql\n{bad}\n```",
+                            nc=f"wrong, the correct SQL is:\n```sql\n{fixed}\n```")
+    answer = run(db, schema, engine, stages="sl,nc")
+    assert answer.sql == fixed
+    nc = next(e for e in answer.events if e.stage == "nc")
+    assert nc.accepted and "executes" in nc.reason
+    # the model saw the database's error
+    nc_request = next(r for t, r, _ in engine.calls if t == "nc")
+    assert "no such column: Nam" in nc_request.messages[-1].content
+
+    engine = ScriptedEngine(sl='{"singer": ["Name"]}', ts=f"```sql\n{SIMPLE}\n```",
+                            nc="wrong, the correct SQL is:\n```sql\nSELECT Nme FROM singer\n```")
+    answer = run(db, schema, engine, stages="sl,nc")
+    assert answer.sql == SIMPLE
+    nc = next(e for e in answer.events if e.stage == "nc")
+    assert nc.accepted is False and "fails" in nc.reason
+
+
+def test_failing_sql_goes_to_continuation_writing(db, schema):
+    broken = "SELECT Name FROM singer WHERE Agee > 30"
+    engine = ScriptedEngine(sl='{"singer": ["Name", "Age"]}', ts=f"```sql\n{broken}\n```", nc="correct",
+                            cw=f"```sql\n{SIMPLE}\n```")
+    answer = run(db, schema, engine)
+    assert answer.sql == SIMPLE
+    cw = next(e for e in answer.events if e.stage == "cw")
+    assert cw.accepted and "the SQL fails" in cw.reason
+
+
+def test_abstains_when_nothing_executes(db, schema):
+    engine = ScriptedEngine(sl='{"singer": ["Name"]}', ts="```sql\nSELECT x FROM nowhere\n```", nc="correct",
+                            cw="```sql\nSELECT y FROM nowhere\n```")
+    answer = run(db, schema, engine)
+    assert answer.abstained and "no candidate SQL executed" in answer.reason
+    assert answer.events[-1].stage == "final" and answer.events[-1].accepted is False
+
+
+def test_abstains_when_the_model_declines(db, schema):
+    engine = ScriptedEngine(sl="{}", ts="This question cannot be answered from the database: there is no salary data.")
+    answer = run(db, schema, engine)
+    assert answer.abstained and "cannot answer" in answer.reason
+
+
+def test_writes_from_the_model_never_run(db, schema):
+    before = sha256(DB)
+    engine = ScriptedEngine(sl='{"singer": ["Name"]}', ts="```sql\nDELETE FROM singer\n```", nc="correct",
+                            cw="```sql\nDROP TABLE singer\n```")
+    answer = run(db, schema, engine)
+    assert answer.abstained and answer.sql is None
+    # extraction keeps only queries, so a write is never even tried; anything tried was refused
+    assert all("refused" in e.summary for e in answer.events if e.stage == "execute")
+    assert sha256(DB) == before
+
+
+def test_plain_prompting_is_one_call(db, schema):
+    engine = ScriptedEngine(ts=f"```sql\n{SIMPLE}\n```")
+    answer = run(db, schema, engine, stages="ts")
+    assert answer.sql == SIMPLE
+    assert [t for t, _, _ in engine.calls] == ["ts"]
+    assert [e.stage for e in answer.events] == ["ts", "execute", "final"]
+
+
+def test_stage_config_parsing():
+    assert StageConfig.parse("ts") == StageConfig(False, False, False)
+    assert StageConfig.parse("sl,nc,cw") == StageConfig()
+    assert StageConfig.parse("sl").label() == "ts,sl"
+    with pytest.raises(ValueError, match="unknown stage"):
+        StageConfig.parse("ts,xx")
