@@ -1,0 +1,78 @@
+"""routesh-eval's runner: sampling, receipts, resume and the summary (scripted engine, real Spider DBs)."""
+
+from __future__ import annotations
+
+import json
+
+from routesh.evaluate.datasets import load_spider
+from routesh.evaluate.runner import evaluate, load_receipts, sample
+from routesh.pipeline.pipeline import PipelineOptions
+from routesh.pipeline.stages import StageConfig
+from tests.test_pipeline import ScriptedEngine
+
+
+class GoldEngine(ScriptedEngine):
+    """Answers each question with its gold SQL (looked up by question), or a wrong query for some."""
+
+    def __init__(self, examples, wrong: set[int]):
+        super().__init__()
+        self.by_question = {ex.question: (ex.index, ex.gold_sql) for ex in examples}
+        self.wrong = wrong
+
+    def generate(self, requests, params=None):
+        from routesh.engine.base import Completion
+
+        out = []
+        for request in requests:
+            self.calls.append(("ts", request, params))
+            user = request.messages[-1].content
+            question = user.split("\n", 1)[0].removeprefix("Question: ")
+            index, gold = self.by_question[question]
+            sql = "SELECT 1" if index in self.wrong else gold
+            out.append(Completion(f"```sql\n{sql}\n```", 50, 5, "stop", 0.01))
+        return out
+
+
+def test_sample_is_seeded_and_skips_missing_databases():
+    examples = load_spider("spider-dev")
+    picked = sample(examples, limit=25, seed=7)
+    assert picked == sample(examples, limit=25, seed=7)
+    assert picked != sample(examples, limit=25, seed=8)
+    assert len(picked) == 25 and all(ex.db_path is not None for ex in picked)
+    assert [ex.index for ex in picked] == sorted(ex.index for ex in picked)
+    assert len(sample(examples, limit=None, seed=None)) == 972  # wta_1 is missing
+
+
+def test_runs_writes_receipts_resumes_and_summarises(tmp_path):
+    examples = sample(load_spider("spider-dev"), limit=12, seed=3)
+    wrong = {examples[0].index, examples[5].index}
+    out = tmp_path / "receipts.jsonl"
+    options = PipelineOptions(stages=StageConfig.parse("ts"))
+
+    first = evaluate(examples[:8], GoldEngine(examples, wrong), options=options, out=out)
+    assert first.total == 8
+    with out.open("a") as handle:
+        handle.write('{"index": 99999, "truncated by a cra')  # a crash mid-line
+    engine = GoldEngine(examples, wrong)
+    summary = evaluate(examples, engine, options=options, out=out)
+    asked = {r.messages[-1].content.split("\n", 1)[0] for _, r, _ in engine.calls}
+    assert len(asked) == 4  # only the 4 questions without a receipt were asked again
+    assert summary.total == 12 and summary.correct == 10 and summary.accuracy == 10 / 12
+    assert sum(n for _, n in summary.by_hardness.values()) == 12
+    receipts = load_receipts(out)
+    assert set(receipts) == {ex.index for ex in examples}
+    record = receipts[examples[0].index]
+    assert record.correct is False and record.predicted_sql == "SELECT 1" and record.stages == "ts"
+    assert [e["stage"] for e in record.events] == ["ts", "execute", "final"]
+    lines = out.read_text().splitlines()
+    assert len(lines) == 13  # 12 receipts and the crash's broken line, which stayed on a line of its own
+    assert sum(1 for line in lines if _parses(line)) == 12
+    assert "execution accuracy: 83.3% (10/12)" in summary.lines()[0]
+
+
+def _parses(line: str) -> bool:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
