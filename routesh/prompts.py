@@ -286,13 +286,14 @@ def _question(question: str, hint: str | None) -> str:
 def ts_prompt(schema_text: str, dialect: str, question: str, hint: str | None = None) -> ChatRequest:
     """Text-to-SQL: one query answering the question."""
     return _ask(schema_text, dialect, f"{_question(question, hint)}\n\nWrite one {dialect_name(dialect)} query "
-                f"that answers the question. Reply with the SQL in a ```sql block.")
+                f"that answers the question. Reply with only the SQL in a ```sql block, no explanation.")
 
 
 def sl_prompt(schema_text: str, dialect: str, question: str, hint: str | None = None) -> ChatRequest:
     """Schema linking: the tables and columns the answer needs."""
     return _ask(schema_text, dialect, f"{_question(question, hint)}\n\nWhich tables and columns does the SQL "
-                'answering this question need? Reply with one line of JSON: {"table": ["column", ...], ...}.')
+                'answering this question need? Reply with only one line of JSON, no explanation: '
+                '{"table": ["column", ...], ...}.')
 
 
 def nc_prompt(schema_text: str, dialect: str, question: str, sql: str, feedback: str,
@@ -300,14 +301,15 @@ def nc_prompt(schema_text: str, dialect: str, question: str, sql: str, feedback:
     """Noise correction: is the candidate right, given what it returned? If not, the corrected SQL."""
     return _ask(schema_text, dialect, f"{_question(question, hint)}\n\nCandidate SQL:\n```sql\n{sql.strip()}\n```\n"
                 f"Execution: {feedback}\n\nIs the candidate SQL correct for the question? Reply "
-                f"\"{NC_CORRECT}\", or \"{NC_WRONG}\" followed by the corrected SQL in a ```sql block.")
+                f"only \"{NC_CORRECT}\", or \"{NC_WRONG}\" followed by the corrected SQL in a ```sql block; no "
+                "explanation.")
 
 
 def cw_prompt(schema_text: str, dialect: str, question: str, sql_prefix: str, hint: str | None = None) -> ChatRequest:
     """Continuation writing: finish a query from its beginning."""
     return _ask(schema_text, dialect, f"{_question(question, hint)}\n\nHere is the beginning of a "
                 f"{dialect_name(dialect)} query that answers the question:\n```sql\n{sql_prefix.rstrip()}\n```\n"
-                "Write the complete query. Reply with the SQL in a ```sql block.")
+                "Write the complete query. Reply with only the SQL in a ```sql block, no explanation.")
 
 
 # The replies the tasks are trained to give (finetune/ renders its targets with these).
