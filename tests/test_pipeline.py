@@ -125,6 +125,14 @@ def test_star_keeps_every_column_of_its_table(db, schema):
     assert set(merge.artifact["singer"]) == {c.name for c in schema.table("singer").columns}
 
 
+def test_linking_reply_shaped_like_the_template_is_understood(db, schema):
+    engine = ScriptedEngine(sl='{"table": ["singer", "nonexistent"], "column": ["Name", "Age", "bogus"]}',
+                            ts=f"```sql\n{SIMPLE}\n```")
+    answer = run(db, schema, engine, stages="sl")
+    sl = next(e for e in answer.events if e.stage == "sl")
+    assert sl.accepted and sl.artifact == {"singer": ["Age", "Name"]}
+
+
 def test_correction_accepted_only_when_it_executes(db, schema):
     bad = "SELECT Nam FROM singer"
     fixed = "SELECT Name FROM singer"

@@ -208,7 +208,10 @@ class Pipeline:
         return trial
 
     def _known(self, linked: Mapping[str, list[str]]) -> dict[str, set[str]]:
-        """Only names that exist in this schema, spelled as the schema spells them."""
+        """Only names that exist in this schema, spelled as the schema spells them. A reply shaped like
+        the format's template, {"table": [tables], "column": [columns]} (a base model's habit), is read
+        as what it says: those tables, and those columns wherever the named tables have them."""
+        linked = _untemplate(linked, self.schema)
         out: dict[str, set[str]] = {}
         for table_name, columns in linked.items():
             table = self.schema.table(str(table_name).strip().strip('"'))
@@ -254,6 +257,27 @@ class Pipeline:
         self._answer.events.append(event)
         if self._on_event:
             self._on_event(event)
+
+
+_TABLE_KEYS, _COLUMN_KEYS = ("table", "tables"), ("column", "columns")
+
+
+def _untemplate(linked: Mapping[str, list[str]], schema: Schema) -> Mapping[str, list[str]]:
+    keys = {k.lower(): k for k in linked}
+    table_key = next((keys[k] for k in _TABLE_KEYS if k in keys and schema.table(keys[k]) is None), None)
+    column_key = next((keys[k] for k in _COLUMN_KEYS if k in keys and schema.table(keys[k]) is None), None)
+    if table_key is None and column_key is None:
+        return linked
+    out: dict[str, list[str]] = {k: list(v) for k, v in linked.items() if k not in (table_key, column_key)}
+    named = [t for t in (schema.table(str(n)) for n in linked.get(table_key, []) if table_key) if t is not None]
+    for table in named:
+        out.setdefault(table.display_name, [])
+    for column in linked.get(column_key, []) if column_key else []:
+        homes = [t for t in (named or schema.tables) if t.column(str(column)) is not None]
+        if len(homes) == 1 or named:  # a column of several named tables goes to each of them
+            for table in homes:
+                out.setdefault(table.display_name, []).append(str(column))
+    return out
 
 
 def _union(*parts: Mapping[str, set[str]]) -> dict[str, set[str]]:
