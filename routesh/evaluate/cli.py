@@ -54,11 +54,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     from routesh.pipeline.stages import StageConfig
 
     options = PipelineOptions(stages=StageConfig.parse(args.stages))
-    examples = sample(load_spider(args.data), limit=args.limit, seed=args.sample_seed)
-    skipped = len(load_spider(args.data)) - len(examples) if args.limit is None else 0
+    everything = load_spider(args.data)
+    examples = sample(everything, limit=args.limit, seed=args.sample_seed)
+    skipped = sum(ex.db_path is None for ex in everything)
     engine = load_engine(args.model, backend=args.backend, adapter=args.adapter)
     print(f"{args.data}: {len(examples)} questions"
-          + (f" ({skipped} skipped: their database is missing)" if skipped else "")
+          + (f" ({skipped} in the set have no database here and are never asked)" if skipped else "")
           + f"; model {engine.name} ({engine.backend}); stages {options.stages.label()}", file=sys.stderr)
     with tqdm(total=len(examples), desc=args.data, unit="q", file=sys.stderr) as bar:
         summary = evaluate(examples, engine, options=options, out=args.out, progress=bar)

@@ -85,13 +85,12 @@ class Pipeline:
             pseudo, schema_text = None, full_text
 
         # 3: generation
-        candidate = self._generate(schema_text, question, hint, draft=pseudo)
+        candidate, reply = self._generate(schema_text, question, hint, draft=pseudo)
         if candidate is None:
-            fallback = pseudo if pseudo else None
-            if fallback is None:
-                return self._abstain(self._no_sql_reason())
-            candidate = fallback
-            self._emit("ts", "no SQL in the reply; using the pseudo-SQL", artifact=fallback, accepted=True,
+            if not pseudo:
+                return self._abstain(_no_sql_reason(reply))
+            candidate = pseudo
+            self._emit("ts", "no SQL in the reply; using the pseudo-SQL", artifact=pseudo, accepted=True,
                        reason="generation gave no SQL")
         trial = self._trial(candidate, "candidate")
 
@@ -138,14 +137,15 @@ class Pipeline:
                    artifact={t: sorted(c) for t, c in keep.items()}, accepted=True)
         return keep, pseudo
 
-    def _generate(self, schema_text: str, question: str, hint: str | None, *, draft: str | None) -> str | None:
+    def _generate(self, schema_text: str, question: str, hint: str | None, *,
+                  draft: str | None) -> tuple[str | None, str]:
+        """The generated SQL (None when the reply has none) and the reply itself."""
         request = prompts.ts_prompt(schema_text, self.dialect, question, hint)
         out = self._call(request, draft=draft)
         sql = sqlutil.extract_sql(out.text, self.dialect)
         self._emit("ts", _one_line(sql) if sql else "no SQL in the reply", raw=out.text, artifact=sql,
                    accepted=sql is not None, completion=out)
-        self._last_reply = out.text
-        return sql
+        return sql, out.text
 
     def _correct(self, schema_text: str, question: str, hint: str | None, trial: _Trial) -> _Trial:
         request = prompts.nc_prompt(schema_text, self.dialect, question, trial.sql, trial.feedback, hint)
@@ -233,12 +233,6 @@ class Pipeline:
         usage = sqlutil.tables_and_columns(sql, self.dialect, self.schema)
         found = {t: set(usage.columns.get(t, ())) for t in usage.tables}
         return self._known({t: sorted(c) for t, c in found.items()})
-
-    def _no_sql_reason(self) -> str:
-        reply = getattr(self, "_last_reply", "")
-        if sqlutil.says_cannot_answer(reply):
-            return f"the model says this database cannot answer it: {_one_line(reply)[:200]}"
-        return "the model wrote no SQL"
 
     def _abstain(self, reason: str) -> Answer:
         self._answer.reason = reason
@@ -342,6 +336,12 @@ def _is_hard(sql: str, dialect: str) -> bool:
         return sqlutil.hardness(sql, dialect).is_hard
     except ValueError:
         return False
+
+
+def _no_sql_reason(reply: str) -> str:
+    if sqlutil.says_cannot_answer(reply):
+        return f"the model says this database cannot answer it: {_one_line(reply)[:200]}"
+    return "the model wrote no SQL"
 
 
 def _same_sql(a: str, b: str) -> bool:
