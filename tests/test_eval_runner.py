@@ -76,3 +76,30 @@ def _parses(line: str) -> bool:
     except json.JSONDecodeError:
         return False
     return True
+
+
+def _routesh_eval(*args, env=None):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("routesh-eval")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def test_routesh_eval_with_the_real_test_model(tmp_path, model_cache):
+    out = tmp_path / "r.jsonl"
+    run = _routesh_eval("--data", "spider-dev", "--model", "smollm2-135m", "--limit", "2", "--sample-seed", "1",
+                        "--stages", "ts", "--out", str(out), env={"ROUTESH_CACHE_DIR": str(model_cache)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("execution accuracy: ")
+    assert "2 questions" in run.stderr and "smollm2-135m" in run.stderr
+    assert len(load_receipts(out)) == 2
+
+
+def test_routesh_eval_rejects_an_unknown_stage():
+    run = _routesh_eval("--stages", "ts,xx", "--limit", "1")
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == ["routesh-eval: unknown stage(s) xx; choose from sl, ts, nc, cw"]
