@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import cpu_model  # noqa: E402
 from routesh.engine import ChatRequest, GenerationParams, load_engine  # noqa: E402
 from routesh.engine.hf import TransformersEngine  # noqa: E402
 from routesh.engine.models import materialize  # noqa: E402
@@ -134,7 +135,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cold", action="store_true", help="time the conversion into a fresh cache too")
     args = parser.parse_args()
-    print(f"machine: {_cpu()}, {os.cpu_count()} cores, python {platform.python_version()}")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, python {platform.python_version()}")
     if args.cold:
         with tempfile.TemporaryDirectory() as cache:
             os.environ["ROUTESH_CACHE_DIR"] = cache
@@ -163,16 +164,6 @@ def main() -> None:
     print(f"pipeline-like workload (4 calls, 5 requests, shared schema): engine {e:.2f} s, naive {n:.2f} s, "
           f"speed-up {n / e:.2f}x (medians of {args.repeat})")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

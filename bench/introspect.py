@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import cpu_model  # noqa: E402
 from routesh.db import connect  # noqa: E402
 
 COLUMNS = "id INTEGER PRIMARY KEY, parent_id INTEGER, name TEXT NOT NULL, price NUMERIC(10,2), qty INTEGER, " \
@@ -40,14 +41,6 @@ def ddl(n_tables: int) -> list[str]:
         )
         statements.append(f"INSERT INTO t{i:04d} VALUES {values}")
     return statements
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def time_introspection(dsn: str, repeat: int) -> dict[str, float]:

@@ -7,7 +7,6 @@ session or the host. What this layer misses, the database envelope (sqlite.py, p
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import sqlglot
@@ -16,6 +15,7 @@ from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
 from routesh.errors import Refused
+from routesh.sqllog import quiet_sqlglot
 
 LAYER = "guard"
 
@@ -188,7 +188,7 @@ def _parse_one(sql: str, dialect: str) -> tuple[exp.Expression | None, str]:
     if not sql or not sql.strip():
         return None, "empty statement"
     try:
-        with _quiet_sqlglot():
+        with quiet_sqlglot():
             parsed = sqlglot.parse(sql, read=dialect)
     except SqlglotError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -245,15 +245,3 @@ def _kind(node: exp.Expression) -> str:
     if isinstance(node, exp.TruncateTable):
         return "TRUNCATE"
     return type(node).__name__.upper()
-
-
-class _quiet_sqlglot:
-    """sqlglot logs a warning when it falls back to Command; the guard reports that itself."""
-
-    def __enter__(self) -> None:
-        self._logger = logging.getLogger("sqlglot")
-        self._level = self._logger.level
-        self._logger.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc: object) -> None:
-        self._logger.setLevel(self._level)

@@ -9,7 +9,6 @@ inside a string literal. Those are exactly the failures the tests pin down.
 
 from __future__ import annotations
 
-import logging
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from sqlglot.optimizer.scope import Scope, traverse_scope
 from sqlglot.tokens import Token, TokenType
 
 from routesh.db.schema import Schema, Table
+from routesh.sqllog import quiet_sqlglot
 
 # Statement roots that are queries (the guard accepts the same set).
 _QUERY_ROOTS: tuple[type[exp.Expression], ...] = (exp.Select, exp.SetOperation, exp.Subquery, exp.Values)
@@ -34,17 +34,6 @@ _SPIDER_AGGS: tuple[type[exp.Expression], ...] = (exp.Count, exp.Max, exp.Min, e
 # ---- parsing helpers ------------------------------------------------------------------------------
 
 
-class _quiet_sqlglot:
-    """sqlglot logs warnings for odd input (Command fallbacks, unsupported syntax); model replies are
-    full of odd input, and the callers report failures themselves."""
-
-    def __enter__(self) -> None:
-        self._logger = logging.getLogger("sqlglot")
-        self._level = self._logger.level
-        self._logger.setLevel(logging.CRITICAL)
-
-    def __exit__(self, *exc: object) -> None:
-        self._logger.setLevel(self._level)
 
 
 def _tokens(text: str, dialect: str) -> list[Token]:
@@ -65,7 +54,7 @@ def _parse_query(text: str, dialect: str) -> exp.Expression | None:
     if not text.strip():
         return None
     try:
-        with _quiet_sqlglot():
+        with quiet_sqlglot():
             statements = [s for s in sqlglot.parse(text, read=dialect) if s is not None]
     except Exception:  # noqa: BLE001 - sqlglot raises more than SqlglotError on garbage (RecursionError, ValueError)
         return None
@@ -421,7 +410,7 @@ def tables_and_columns(sql: str, dialect: str, schema: Schema | None = None) -> 
         return Usage(error=f"could not parse as one {dialect} query")
     collector = _Collector(schema, dialect)
     try:
-        with _quiet_sqlglot():
+        with quiet_sqlglot():
             collector.walk_scopes(tree)
     except Exception:  # noqa: BLE001 - sqlglot's scope builder rejects some odd trees; fall back
         collector = _Collector(schema, dialect)
@@ -1079,7 +1068,7 @@ def validate(sql: str, dialect: str) -> str | None:
     if not sql or not sql.strip():
         return "empty SQL"
     try:
-        with _quiet_sqlglot():
+        with quiet_sqlglot():
             statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except SqlglotError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -1111,7 +1100,7 @@ def normalize_for_dialect(sql: str, dialect: str) -> str:
     if validate(sql, other) is not None:
         return sql
     try:
-        with _quiet_sqlglot():
+        with quiet_sqlglot():
             return sqlglot.transpile(sql, read=other, write=dialect)[0]
     except Exception:  # noqa: BLE001 - keep what we had; validate() will say what is wrong
         return sql
