@@ -235,11 +235,14 @@ def _stem(word: str) -> str:
 # ---- execution feedback ----------------------------------------------------------------------------
 
 
-def render_feedback(result: Result | None = None, error: str | None = None) -> str:
+def render_feedback(result: Result | None = None, error: str | None = None, schema: Schema | None = None) -> str:
     """What noise correction is told about a candidate: the database's error, or a short summary of what
-    it returned (row count, columns, first rows, empty and all-NULL flags)."""
+    it returned (row count, columns, first rows, empty and all-NULL flags). Given the schema, an unknown
+    column or table is followed by where such a name does exist (a small model's commonest error is a
+    column taken from the wrong table of a join)."""
     if error is not None:
-        return _clip(f"Execution failed: {error}")
+        where = _where_names_exist(error, schema) if schema is not None else ""
+        return _clip(f"Execution failed: {error}" + (f" {where}" if where else ""))
     if result is None:
         return "The query was not run."
     if not result.rows:
@@ -253,6 +256,34 @@ def render_feedback(result: Result | None = None, error: str | None = None) -> s
     if null_columns:
         parts.append(f"Every value is NULL in: {', '.join(null_columns)}.")
     return _clip(" ".join(parts))
+
+
+# SQLite: "no such column: T3.pet_type"; PostgreSQL: 'column t3.pet_type does not exist', 'column "x" does not exist'
+_UNKNOWN_COLUMN = re.compile(r'no such column: ([\w."]+)|column ([\w."]+) does not exist', re.IGNORECASE)
+_UNKNOWN_TABLE = re.compile(r'no such table: ([\w."]+)|relation ([\w."]+) does not exist', re.IGNORECASE)
+_CLOSE_NAMES = 4
+
+
+def _where_names_exist(error: str, schema: Schema) -> str:
+    """"PetType is a column of Pets." / "No table has a column pet_name; similar: Pets.PetName"."""
+    import difflib
+
+    if match := _UNKNOWN_COLUMN.search(error):
+        name = (match.group(1) or match.group(2)).replace('"', "").split(".")[-1]
+        homes = [t.display_name for t in schema.tables if t.column(name) is not None]
+        if homes:
+            return f"{name} is a column of {', '.join(homes)}."
+        every = {f"{t.display_name}.{c.name}": c.name.lower() for t in schema.tables for c in t.columns}
+        close = difflib.get_close_matches(name.lower(), set(every.values()), n=_CLOSE_NAMES, cutoff=0.6)
+        similar = [qualified for qualified, bare in every.items() if bare in close][:_CLOSE_NAMES]
+        return f"No table has a column {name}" + (f"; similar: {', '.join(similar)}." if similar else ".")
+    if match := _UNKNOWN_TABLE.search(error):
+        name = (match.group(1) or match.group(2)).replace('"', "")
+        close = difflib.get_close_matches(name.lower(), [t.display_name.lower() for t in schema.tables],
+                                          n=_CLOSE_NAMES, cutoff=0.6)
+        similar = [t.display_name for t in schema.tables if t.display_name.lower() in close]
+        return f"There is no table {name}" + (f"; similar: {', '.join(similar)}." if similar else ".")
+    return ""
 
 
 def _value(value: Any) -> str:

@@ -203,3 +203,22 @@ def test_stage_config_parsing():
     assert StageConfig.parse("sl").label() == "ts,sl"
     with pytest.raises(ValueError, match="unknown stage"):
         StageConfig.parse("ts,xx")
+
+
+def test_a_failing_candidate_falls_back_to_the_pseudo_sql_that_runs(db, schema):
+    broken = "SELECT T2.Name FROM singer_in_concert AS T1 JOIN singer AS T2 ON T1.Singer_ID = T2.Singer_ID WHERE T1.Year = 2014"
+    engine = ScriptedEngine(sl='{"singer": ["Name"]}', ts=[f"```sql\n{GOOD}\n```", f"```sql\n{broken}\n```"],
+                            nc="correct")
+    answer = run(db, schema, engine)
+    fallback = [e for e in answer.events if e.stage == "fallback"]
+    assert len(fallback) == 1 and fallback[0].accepted and "no such column" in fallback[0].reason
+    assert answer.sql == GOOD
+
+
+def test_noise_correction_is_told_where_the_unknown_column_lives(db, schema):
+    broken = "SELECT Name FROM singer_in_concert WHERE Year = 2014"
+    engine = ScriptedEngine(sl='{"singer": ["Name"]}', ts=f"```sql\n{broken}\n```", nc="correct",
+                            cw=f"```sql\n{GOOD}\n```")
+    run(db, schema, engine)
+    nc_prompt = next(request for task, request, _ in engine.calls if task == "nc").messages[-1].content
+    assert "no such column: Name Name is a column of " in nc_prompt

@@ -118,6 +118,22 @@ def test_feedback():
     assert len(long) <= 600
 
 
+def test_feedback_says_where_an_unknown_column_exists():
+    schema = spider_schema("pets_1")
+    said = prompts.render_feedback(error="no such column: PetType", schema=schema)
+    assert said == "Execution failed: no such column: PetType PetType is a column of Pets."
+    aliased = prompts.render_feedback(error="no such column: T3.pettype", schema=schema)
+    assert aliased.endswith("pettype is a column of Pets.")
+    near = prompts.render_feedback(error="no such column: PetName", schema=schema)
+    assert "No table has a column PetName; similar: " in near and "Student.LName" in near
+    table = prompts.render_feedback(error="no such table: pet", schema=schema)
+    assert table.endswith("There is no table pet; similar: Has_Pet, Pets.")
+    pg = prompts.render_feedback(error='column "pettype" does not exist', schema=schema)
+    assert pg.endswith("pettype is a column of Pets.")
+    assert prompts.render_feedback(error="near \"FROM\": syntax error", schema=schema) == (
+        'Execution failed: near "FROM": syntax error')
+
+
 def test_the_four_prompts_share_their_system_message():
     text = prompts.render_schema(spider_schema("concert_singer"))
     q, hint = "How many singers are there?", "count the rows"

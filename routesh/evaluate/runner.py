@@ -144,7 +144,7 @@ def summarize(receipts: Sequence[Receipt]) -> Summary:
         bucket[0] += r.correct
         bucket[1] += 1
         for event in r.events:
-            if event.get("stage") in ("nc", "cw", "sl") and event.get("accepted") is not None:
+            if event.get("stage") in ("sl", "fallback", "nc", "cw") and event.get("accepted") is not None:
                 counts = stages.setdefault(event["stage"], [0, 0])
                 counts[0] += bool(event["accepted"])
                 counts[1] += 1

@@ -49,6 +49,7 @@ class _Trial:
     sql: str
     result: Result | None
     error: str | None
+    schema: Schema | None = None  # lets the feedback say where an unknown column does exist
 
     @property
     def ran(self) -> bool:
@@ -56,7 +57,7 @@ class _Trial:
 
     @property
     def feedback(self) -> str:
-        return prompts.render_feedback(self.result, self.error)
+        return prompts.render_feedback(self.result, self.error, self.schema)
 
 
 class Pipeline:
@@ -93,6 +94,8 @@ class Pipeline:
             self._emit("ts", "no SQL in the reply; using the pseudo-SQL", artifact=pseudo, accepted=True,
                        reason="generation gave no SQL")
         trial = self._trial(candidate, "candidate")
+        if not trial.ran and pseudo and not _same_sql(pseudo, candidate):
+            trial = self._fall_back_to_pseudo(pseudo, trial)
 
         # 4: noise correction with execution feedback
         if stages.correction:
@@ -147,6 +150,15 @@ class Pipeline:
                    accepted=sql is not None, completion=out)
         return sql, out.text
 
+    def _fall_back_to_pseudo(self, pseudo: str, failed: _Trial) -> _Trial:
+        """The generation on the reduced schema failed; the pseudo-SQL, written on the full schema, is a
+        second candidate that costs one trial run and no model call."""
+        second = self._trial(pseudo, "pseudo-SQL")
+        self._emit("fallback", "the pseudo-SQL executes; it replaces the failing candidate" if second.ran
+                   else "the pseudo-SQL fails too", artifact=pseudo, accepted=second.ran,
+                   reason=f"the candidate fails: {failed.error}")
+        return second if second.ran else failed
+
     def _correct(self, schema_text: str, question: str, hint: str | None, trial: _Trial) -> _Trial:
         request = prompts.nc_prompt(schema_text, self.dialect, question, trial.sql, trial.feedback, hint)
         out = self._call(request, draft=trial.sql)
@@ -200,9 +212,9 @@ class Pipeline:
         started = time.perf_counter()
         options = ExecOptions(row_limit=self.options.preview_rows, timeout=self.options.timeout)
         try:
-            trial = _Trial(sql, self.database.execute(sql, options=options), None)
+            trial = _Trial(sql, self.database.execute(sql, options=options), None, self.schema)
         except RoutesError as err:
-            trial = _Trial(sql, None, str(err))
+            trial = _Trial(sql, None, str(err), self.schema)
         self._emit("execute", f"{label}: {trial.feedback}", artifact=trial.feedback, accepted=trial.ran,
                    seconds=time.perf_counter() - started)
         return trial

@@ -41,7 +41,7 @@ class StageEvent:
     """One step of one question: what went in, what the model said, what was made of it, and whether it
     was taken. `\\stages`, `\\why` and the evaluation receipts show these."""
 
-    stage: str  # "sl" | "pseudo" | "merge" | "ts" | "execute" | "nc" | "cw" | "final"
+    stage: str  # "sl" | "pseudo" | "merge" | "ts" | "execute" | "fallback" | "nc" | "cw" | "final"
     summary: str  # one line for the compact view
     raw: str | None = None  # the model's reply, verbatim
     artifact: Any = None  # what was parsed from it (linked columns, SQL, verdict, feedback)
