@@ -16,7 +16,9 @@ from routesh import __version__
 from routesh.db import DEFAULT_ROW_LIMIT, DEFAULT_TIMEOUT_S, Database, ExecOptions, connect
 from routesh.db import guard
 from routesh.db.cancellable import execute_cancellable
+from routesh.config import load_config
 from routesh.errors import RoutesError, UsageError
+from routesh.pipeline.stages import StageConfig
 from routesh.shell.render import FORMATS, footer, render
 
 EXIT_OK, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 130
@@ -39,17 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("dsn", nargs="?", help="the database to open")
     parser.add_argument("--demo", action="store_true", help="open the bundled demo database (built on first use)")
+    parser.add_argument("-e", "--execute", metavar="TEXT",
+                        help="one question (or SQL statement): print the SQL, run it with --yes ('-' reads stdin)")
     parser.add_argument("--sql", metavar="SQL", help="one SQL statement to check and print ('-' reads it from stdin)")
     parser.add_argument("--yes", "-y", action="store_true", help="run the statement after printing it")
-    parser.add_argument("--format", "-f", choices=FORMATS, default="table", help="result format (default: table)")
-    parser.add_argument("--row-limit", type=_positive_int, default=DEFAULT_ROW_LIMIT,
-                        help=f"most rows to fetch and show (default {DEFAULT_ROW_LIMIT})")
-    parser.add_argument("--timeout", type=_non_negative_float, default=DEFAULT_TIMEOUT_S,
+    parser.add_argument("--format", "-f", choices=FORMATS, help="result format (default: table, or the config file's)")
+    parser.add_argument("--row-limit", type=_positive_int,
+                        help=f"most rows to fetch and show (default {DEFAULT_ROW_LIMIT}, or the config file's)")
+    parser.add_argument("--timeout", type=_non_negative_float,
                         help=f"statement timeout in seconds, 0 for none (default {DEFAULT_TIMEOUT_S:g})")
+    parser.add_argument("--stages", metavar="STAGES",
+                        help="pipeline stages for questions: sl,nc,cw (all, the default), ts (plain prompting), ...")
     parser.add_argument("--model", metavar="MODEL",
                         help="catalog name (qwen2.5-coder-0.5b, smollm2-135m), a model folder, a .gguf file, "
                         "a hub id, or the http(s):// URL of an OpenAI-compatible server")
-    parser.add_argument("--backend", choices=("auto", "transformers", "vllm"), default="auto",
+    parser.add_argument("--backend", choices=("auto", "transformers", "vllm"),
                         help="how a local model runs (auto: vLLM on a GPU when installed, else transformers)")
     parser.add_argument("--model-info", action="store_true",
                         help="load the model, run one short generation, and report how it runs")
@@ -77,22 +83,44 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.model_info:
-        return model_info(args.model, backend=args.backend)
+        return model_info(args.model, backend=args.backend or "auto")
     if args.demo and args.dsn:
         raise UsageError("give either a DSN or --demo, not both")
-    if args.yes and args.sql is None:
-        raise UsageError("--yes only applies with --sql")
+    if args.sql is not None and args.execute is not None:
+        raise UsageError("give either -e or --sql, not both")
+    if args.yes and args.sql is None and args.execute is None:
+        raise UsageError("--yes only applies with -e or --sql")
+    settings = load_config()  # command-line options win over the file
+    if settings.warning:
+        _error(settings.warning)
+    fmt = args.format or settings.format
+    options = ExecOptions(row_limit=args.row_limit or settings.row_limit,
+                          timeout=settings.timeout if args.timeout is None else args.timeout)
+    stages = _stages(args.stages if args.stages is not None else settings.stages)
+    model, backend = args.model or settings.model or None, args.backend or settings.backend
     dsn = _demo_dsn() if args.demo else args.dsn
-    options = ExecOptions(row_limit=args.row_limit, timeout=args.timeout)
     db = connect(dsn)
     try:
         if args.sql is not None:
-            return run_one(db, _read_sql(args.sql), run=args.yes, fmt=args.format, options=options)
+            return run_one(db, _read_sql(args.sql), run=args.yes, fmt=fmt, options=options)
+        if args.execute is not None:
+            from routesh.oneshot import run_text
+
+            return run_text(db, _read_sql(args.execute), run=args.yes, fmt=fmt, options=options,
+                            model=model, backend=backend, stages=stages)
         from routesh.shell.app import run_shell  # prompt-toolkit loads only for the shell
 
-        return run_shell(db, options=options, fmt=args.format)
+        return run_shell(db, config=settings, options=options, fmt=fmt, model=model, backend=backend,
+                         stages=stages, config_file=None)
     finally:
         db.close()
+
+
+def _stages(text: str) -> StageConfig:
+    try:
+        return StageConfig.parse(text)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def run_one(db: Database, sql: str, *, run: bool, fmt: str, options: ExecOptions) -> int:
@@ -139,7 +167,7 @@ def model_info(spec: str | None, *, backend: str) -> int:
 def _read_sql(value: str) -> str:
     text = sys.stdin.read() if value == "-" else value
     if not text.strip():
-        raise UsageError("no SQL given" + (" on stdin" if value == "-" else ""))
+        raise UsageError("nothing given" + (" on stdin" if value == "-" else ""))
     return text
 
 

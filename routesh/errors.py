@@ -50,3 +50,9 @@ class QueryCancelled(QueryError):
 
 class ConnectionLost(QueryError):
     """The server connection dropped; the next statement reconnects."""
+
+
+class Abstained(RoutesError):
+    """The pipeline produced no SQL it could stand behind, and says why (exit 4)."""
+
+    exit_code = 4

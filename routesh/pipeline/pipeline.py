@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from routesh import prompts
@@ -62,13 +62,15 @@ class _Trial:
 
 class Pipeline:
     def __init__(self, engine: Engine, database: Database, schema: Schema, *,
-                 options: PipelineOptions | None = None, on_event: EventSink | None = None):
+                 options: PipelineOptions | None = None, on_event: EventSink | None = None,
+                 on_start: Callable[[str], None] | None = None):
         self.engine = engine
         self.database = database
         self.schema = schema
         self.dialect = schema.dialect
         self.options = options or PipelineOptions()
         self._on_event = on_event
+        self._on_start = on_start  # told the name of each model call before it starts (the shell's spinner)
 
     def ask(self, question: str, hint: str | None = None) -> Answer:
         answer = Answer(question=question, sql=None, reason="")
@@ -79,6 +81,7 @@ class Pipeline:
 
         # 1-2: linking and the pseudo-SQL (one batch), merged into the reduced schema
         if stages.linking:
+            self._starting("schema linking")
             keep, pseudo = self._link(full_text, question, hint)
             schema_text = prompts.render_schema(self.schema, keep=keep, question=question,
                                                 samples=opts.reduced_samples, budget=opts.schema_budget)
@@ -86,6 +89,7 @@ class Pipeline:
             pseudo, schema_text = None, full_text
 
         # 3: generation
+        self._starting("generation")
         candidate, reply = self._generate(schema_text, question, hint, draft=pseudo)
         if candidate is None:
             if not pseudo:
@@ -160,6 +164,7 @@ class Pipeline:
         return second if second.ran else failed
 
     def _correct(self, schema_text: str, question: str, hint: str | None, trial: _Trial) -> _Trial:
+        self._starting("noise correction")
         request = prompts.nc_prompt(schema_text, self.dialect, question, trial.sql, trial.feedback, hint)
         out = self._call(request, draft=trial.sql)
         verdict = prompts.parse_nc_verdict(out.text)
@@ -184,6 +189,7 @@ class Pipeline:
         prefix = sqlutil.truncate(trial.sql, self.dialect, fraction=self.options.cw_fraction)
         if not prefix.strip():
             return trial
+        self._starting("continuation writing")
         request = prompts.cw_prompt(schema_text, self.dialect, question, prefix, hint)
         out = self._call(request, draft=trial.sql)
         completed = sqlutil.extract_sql(out.text, self.dialect)
@@ -201,6 +207,10 @@ class Pipeline:
         return attempt if taken else trial
 
     # ---- helpers -------------------------------------------------------------------------------------
+
+    def _starting(self, stage: str) -> None:
+        if self._on_start:
+            self._on_start(stage)
 
     def _call(self, request: ChatRequest, *, draft: str | None) -> Completion:
         params = GenerationParams(max_new_tokens=self.options.sql_tokens, stop=_SQL_STOP, prompt_lookup=True,

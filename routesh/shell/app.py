@@ -1,104 +1,307 @@
-"""The interactive shell, SQL-only for now: the language-model path arrives with the pipeline.
+"""The interactive shell: read a line, decide what it is (command, SQL, question), do it, repeat.
 
-Statements end with `;` (or a blank line ends them), run read-only through the guard, and print as
-tables. Ctrl-C while typing clears the line; Ctrl-C while a query runs cancels the query; Ctrl-D or
-`\\q` leaves. A query runs on a worker thread so that the main thread stays free to catch Ctrl-C.
+A question goes through the pipeline on a worker thread behind a spinner (Ctrl-C cancels it); the SQL
+it produces waits, formatted and highlighted, in the prompt's buffer: Enter runs it, editing changes it,
+Ctrl-C drops it. SQL typed by the user runs directly, read-only unless `\\write on`. The prompt is ready
+before the model has loaded: loading starts with the first prompt, on a background thread.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
-from dataclasses import dataclass, field
+import threading
 from pathlib import Path
 
 import platformdirs
 from prompt_toolkit import PromptSession
+from prompt_toolkit.filters import Condition
 from prompt_toolkit.history import FileHistory
+from prompt_toolkit.key_binding import KeyBindings
 from prompt_toolkit.lexers import PygmentsLexer
+from prompt_toolkit.styles import Style, merge_styles, style_from_pygments_cls
 from pygments.lexers.sql import PostgresLexer, SqlLexer
+from pygments.styles import get_style_by_name
 
+from routesh.config import Config
 from routesh.db import Database, ExecOptions, Result
-from routesh.db.cancellable import execute_cancellable
-from routesh.errors import RoutesError
-from routesh.shell.render import footer, render
+from routesh.engine.base import GenerationCancelled
+from routesh.errors import ConnectionLost, QueryCancelled, RoutesError
+from routesh.pipeline.pipeline import Pipeline, PipelineOptions
+from routesh.pipeline.stages import Answer, StageConfig
+from routesh.shell import commands
+from routesh.shell.busy import BusyView
+from routesh.shell.classify import classify, is_command, ready_to_submit, starts_like_sql
+from routesh.shell.completer import SqlCompleter
+from routesh.shell.modelload import ModelLoader
+from routesh.shell.output import Output
+from routesh.shell.render import footer, render, widest_line
+from routesh.shell.session import ShellSession
+from routesh.shell.stagesview import event_line
+from routesh.shell.toolbar import toolbar
 
-_BANNER = (
-    "routesh — SQL-only mode (questions in plain language arrive with the model pipeline).\n"
-    "Read-only. End statements with ';'. \\dt lists tables, \\q quits."
-)
+_UI_STYLE = Style.from_dict({
+    "prompt": "bold ansigreen", "prompt.run": "bold ansiyellow", "continuation": "ansigray",
+    "error": "ansired", "warning": "ansiyellow", "info": "ansigray", "spinner": "ansicyan",
+    "bottom-toolbar": "noreverse bg:#303030 #d0d0d0", "bottom-toolbar.model": "bg:#303030 #87afff",
+    "bottom-toolbar.ro": "bg:#303030 #5fd75f bold", "bottom-toolbar.rw": "bg:#af0000 #ffffff bold",
+    "bottom-toolbar.busy": "bg:#303030 #ffd75f",
+    "stage.ok": "ansigreen bold", "stage.no": "ansired bold", "stage.info": "ansigray",
+    "stage.name": "ansicyan", "stage.text": "", "stage.cost": "ansigray", "stage.title": "bold",
+    "stage.raw": "ansigray", "stage.artifact": "ansiblue",
+})
+_WRITE_WORDS = ("insert", "update", "delete", "create", "drop", "alter", "replace", "truncate", "grant", "revoke")
 
 
-@dataclass
-class ShellSession:
-    """Everything one interactive session knows; no module-level state."""
-
-    db: Database
-    options: ExecOptions
-    fmt: str = "table"
-    buffer: list[str] = field(default_factory=list)
-
-
-def run_shell(db: Database, *, options: ExecOptions, fmt: str = "table") -> int:
-    if not sys.stdin.isatty():
-        print("routesh: stdin is not a terminal; use --sql SQL (or --sql - to read it from stdin)", file=sys.stderr)
+def run_shell(db: Database, *, config: Config, options: ExecOptions, fmt: str, model: str | None,
+              backend: str, stages: StageConfig, config_file: Path | None = None) -> int:
+    if not sys.stdin.isatty() or not sys.stdout.isatty():
+        print("routesh: the shell needs a terminal; use -e TEXT (or --sql SQL) for one-shot use", file=sys.stderr)
         return 1
-    session = ShellSession(db, options, fmt)
-    prompt = PromptSession(history=FileHistory(str(_history_file())),
-                           lexer=PygmentsLexer(PostgresLexer if db.dialect == "postgres" else SqlLexer))
-    print(_BANNER)
+    style = merge_styles([style_from_pygments_cls(get_style_by_name(config.style)), _UI_STYLE])
+    session = ShellSession(
+        db=db, config=config, model=ModelLoader(model or config.model or None, backend), style=style,
+        output=Output(config.pager), options=options, fmt=fmt, expanded=config.expanded, timing=config.timing,
+        stages=stages, show_stages=config.show_stages, config_file=config_file,
+    )
+    session.completer = SqlCompleter(db.dialect, commands.names())
+    if config.warning:
+        session.say(config.warning, "class:warning")
+    session.refresh_schema()
+    prompt = _build_prompt(session)
+    session.read_line = lambda message: prompt.prompt(message, default="", multiline=False)
+    session.say(f"routesh on {session.database_name}, read-only. Ask a question, or type SQL ending with ';'. "
+                "\\? for help, \\q to quit.", "class:info")
+    try:
+        return _loop(session, prompt)
+    finally:
+        session.output.close()
+        session.model.close()
+
+
+def _loop(session: ShellSession, prompt: PromptSession) -> int:
+    first = True
     while True:
+        confirming = bool(session.prefill)
+        message = [("class:prompt.run", "run> ")] if confirming else [("class:prompt", f"{session.database_name}> ")]
         try:
-            line = prompt.prompt(_prompt_text(session))
-            if not _handle_line(session, line):
-                return 0
-        except KeyboardInterrupt:  # at the prompt, or while printing: drop what was pending, keep going
-            session.buffer.clear()
+            text = prompt.prompt(message, default=session.prefill,
+                                 pre_run=session.model.start if first else None)
+        except KeyboardInterrupt:
+            if confirming:
+                session.say("Dropped.", "class:info")
+            session.prefill = ""
+            continue
         except EOFError:
             return 0
+        finally:
+            first = False
+        session.prefill = ""
+        if not text.strip():
+            continue
+        try:
+            if not _handle(session, text, confirming=confirming):
+                return 0
+        except KeyboardInterrupt:  # while printing: drop the rest, keep the shell
+            session.say("Cancelled.", "class:info")
 
 
-def _handle_line(session: ShellSession, line: str) -> bool:
-    """Process one typed line; False means quit."""
-    stripped = line.strip()
-    if not session.buffer and stripped in ("\\q", "quit", "exit", ".quit"):
-        return False
-    if not session.buffer and stripped in ("\\dt", ".tables"):
-        _list_tables(session)
-        return True
-    if not stripped and not session.buffer:
-        return True
-    session.buffer.append(line)
-    if stripped.endswith(";") or not stripped:
-        sql = "\n".join(session.buffer).strip()
-        session.buffer.clear()
-        _run(session, sql)
+def _handle(session: ShellSession, text: str, *, confirming: bool = False) -> bool:
+    """Do what a submitted text says; False means quit."""
+    try:
+        if is_command(text) or commands.find(text):
+            return _command(session, text)
+        if confirming:  # generated SQL the user accepted (or edited): SQL unless it is now a question
+            kind = classify(text, session.schema(wait=False), session.db.dialect)
+            if kind.kind == "sql" or starts_like_sql(text):
+                run_sql(session, text)
+                return True
+        kind = classify(text, session.schema(wait=False), session.db.dialect)
+        if kind.kind == "sql":
+            run_sql(session, text)
+        else:
+            if kind.note:
+                session.say(f"(asking the model: {kind.note}; use \\sql to run it as SQL)", "class:info")
+            ask(session, text.strip())
+    except RoutesError as err:
+        session.error(_error_line(err))
     return True
 
 
-def _run(session: ShellSession, sql: str) -> None:
+def _command(session: ShellSession, text: str) -> bool:
+    found = commands.find(text)
+    if found is None:
+        session.error(f"unknown command: {text.split()[0]} (\\? lists the commands)")
+        return True
+    command, args, plus = found
+    outcome = command.handler(session, args, plus)
+    if outcome is None:
+        return True
+    if outcome.quit:
+        return False
+    for statement in outcome.sql:
+        run_sql(session, statement)
+    if outcome.question:
+        ask(session, outcome.question)
+    if outcome.prefill is not None:
+        session.prefill = outcome.prefill
+    return True
+
+
+# ---- questions ----------------------------------------------------------------------------------------
+
+
+def ask(session: ShellSession, question: str) -> Answer | None:
+    session.last_question = question
+    cancelled = threading.Event()
+    engines: list = []
+
+    def check() -> None:
+        if cancelled.is_set():
+            raise GenerationCancelled("cancelled")
+
+    def work(view: BusyView) -> Answer:
+        engine = session.model.wait(0)
+        if engine is None:
+            view.set_label(f"waiting for the model to load ({session.model.name})")
+            while engine is None:
+                check()
+                engine = session.model.wait(0.2)
+        engines.append(engine)
+        check()
+        view.set_label("reading the schema")
+        schema = session.schema()
+
+        def started(stage: str) -> None:
+            check()
+            session.running = stage
+            view.set_label(stage)
+
+        def event(e) -> None:  # noqa: ANN001 - StageEvent
+            if session.show_stages:
+                view.add_line(event_line(e))
+
+        pipeline = Pipeline(engine, session.db, schema, options=PipelineOptions(stages=session.stages),
+                            on_event=event, on_start=started)
+        with session.db_lock:
+            return pipeline.ask(question)
+
+    def cancel() -> None:
+        cancelled.set()
+        for engine in engines:
+            engine.cancel()
+        session.db.cancel()
+
     try:
-        result = execute_cancellable(session.db, sql, options=session.options)
-    except RoutesError as err:
-        print(f"ERROR: {err}")
-        return
-    output = render(result, session.fmt)
-    if output:
-        print(output, end="")
-    print(footer(result, row_limit=session.options.row_limit))
+        answer = BusyView(work, cancel=cancel, toolbar=lambda: toolbar(session), style=session.style).run()
+    except (GenerationCancelled, QueryCancelled):
+        session.say("Cancelled.", "class:info")
+        return None
+    finally:
+        session.running = ""
+    session.last_answer = answer
+    if answer.abstained:
+        session.say(f"No SQL: {answer.reason}", "class:warning")
+        return answer
+    session.last_sql = answer.sql
+    session.prefill = pretty_sql(answer.sql or "", session.db.dialect)
+    session.say(f"{_answer_note(answer)} Enter runs it, editing changes it, Ctrl-C drops it.", "class:info")
+    return answer
 
 
-def _list_tables(session: ShellSession) -> None:
-    schema = session.db.introspect(samples=0)
-    rows = [(t.schema or "", t.display_name, t.kind, "" if t.row_count is None else t.row_count) for t in schema.tables]
-    result = Result(["schema", "name", "type", "rows"], rows, 0.0)
-    print(render(result, "table"), end="")
-    print(footer(result, row_limit=len(rows) + 1))
+def _answer_note(answer: Answer) -> str:
+    taken = [e.stage for e in answer.events if e.stage in ("nc", "cw", "fallback") and e.accepted]
+    how = f" (revised by {', '.join(taken)})" if taken else ""
+    return f"SQL ready in {answer.seconds:.1f} s{how}."
 
 
-def _prompt_text(session: ShellSession) -> str:
-    info = session.db.info
-    name = Path(info.display).name if session.db.dialect == "sqlite" else str(info.details.get("database") or info.display)
-    return ("...> " if session.buffer else f"{name}> ")
+def pretty_sql(sql: str, dialect: str) -> str:
+    """sqlglot's layout of the SQL, in the same dialect; the text as it came when sqlglot cannot."""
+    import sqlglot
+
+    from routesh.sqllog import quiet_sqlglot
+
+    with quiet_sqlglot():
+        try:
+            statements = sqlglot.transpile(sql, read=dialect, write=dialect, pretty=True)
+        except Exception:
+            return sql.strip()
+    return statements[0] if len(statements) == 1 else sql.strip()
+
+
+# ---- SQL ----------------------------------------------------------------------------------------------
+
+
+def run_sql(session: ShellSession, sql: str) -> Result | None:
+    sql = sql.strip().rstrip(";").strip() if sql.strip().endswith(";") and sql.count(";") == 1 else sql.strip()
+    session.last_sql = sql
+
+    def work(view: BusyView) -> Result:
+        view.set_label("running the statement")
+        session.running = "query"
+        with session.db_lock:
+            return session.db.execute(sql, options=session.options)
+
+    try:
+        result = BusyView(work, cancel=session.db.cancel, toolbar=lambda: toolbar(session), style=session.style).run()
+    except ConnectionLost as err:
+        session.error(f"ERROR: {err}")
+        session.say("The connection will be reopened for the next statement.", "class:info")
+        return None
+    finally:
+        session.running = ""
+    text = render(result, session.fmt, expanded=session.expanded == "on")
+    if session.expanded == "auto" and session.fmt == "table" and widest_line(text) > shutil.get_terminal_size().columns:
+        text = render(result, session.fmt, expanded=True)
+    note = footer(result, row_limit=session.options.row_limit, timing=session.timing)
+    if session.fmt == "table" or session.output.file_name is None:
+        text += note + "\n"
+    session.output.results(text)
+    if session.db.writes_allowed and sql.lstrip().lower().startswith(_WRITE_WORDS):
+        session.refresh_schema()  # DDL or data changed: names for completion, samples for prompts
+    return result
+
+
+def _error_line(err: RoutesError) -> str:
+    return f"ERROR: {err}"
+
+
+# ---- the prompt ---------------------------------------------------------------------------------------
+
+
+def _build_prompt(session: ShellSession) -> PromptSession:
+    keys = KeyBindings()
+
+    @keys.add("enter", filter=Condition(lambda: True))
+    def _(event) -> None:  # noqa: ANN001
+        buffer = event.current_buffer
+        if buffer.complete_state and buffer.complete_state.current_completion is not None:
+            buffer.apply_completion(buffer.complete_state.current_completion)
+            return
+        if session.prefill or ready_to_submit(buffer.text):
+            buffer.validate_and_handle()
+        else:
+            buffer.insert_text("\n")
+
+    @keys.add("escape", "enter")
+    def _(event) -> None:  # noqa: ANN001 - Alt-Enter submits whatever is there
+        event.current_buffer.validate_and_handle()
+
+    typing_code = Condition(lambda: _typing_code(prompt.default_buffer.text))
+    lexer = PygmentsLexer(PostgresLexer if session.db.dialect == "postgres" else SqlLexer)
+    prompt: PromptSession = PromptSession(
+        history=FileHistory(str(_history_file())), lexer=lexer, completer=session.completer,  # type: ignore[arg-type]
+        complete_while_typing=typing_code, bottom_toolbar=lambda: toolbar(session), style=session.style,
+        multiline=True, key_bindings=keys, vi_mode=session.config.key_bindings == "vi",
+        prompt_continuation=lambda width, line, wrap: [("class:continuation", "...> ".rjust(width))],
+        refresh_interval=0.5, include_default_pygments_style=False,
+    )
+    return prompt
+
+
+def _typing_code(text: str) -> bool:
+    """Pop completions while typing SQL or a command, not while typing an English question."""
+    return is_command(text) or starts_like_sql(text)
 
 
 def _history_file() -> Path:

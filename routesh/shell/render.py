@@ -17,10 +17,11 @@ from routesh.db.base import Result
 FORMATS = ("table", "csv", "tsv", "json")
 
 
-def render(result: Result, fmt: str = "table") -> str:
-    """The rows of `result` in `fmt`. Notices (row counts, truncation) are separate: see footer()."""
+def render(result: Result, fmt: str = "table", *, expanded: bool = False) -> str:
+    """The rows of `result` in `fmt`. Notices (row counts, truncation) are separate: see footer().
+    `expanded` is psql's \\x: one block per row, a line per column (table format only)."""
     if fmt == "table":
-        return _table(result)
+        return _expanded(result) if expanded else _table(result)
     if fmt in ("csv", "tsv"):
         return _delimited(result, "," if fmt == "csv" else "\t")
     if fmt == "json":
@@ -50,6 +51,25 @@ def _table(result: Result) -> str:
     # Like psql: numbers right-aligned, everything else left.
     align = ["right" if _numeric_column(result.rows, i) else "left" for i in range(len(result.columns))]
     return tabulate(rows, headers=result.columns, tablefmt="psql", disable_numparse=True, colalign=align) + "\n"
+
+
+def _expanded(result: Result) -> str:
+    """psql's expanded display: -[ RECORD 1 ]-+------ blocks."""
+    if not result.columns:
+        return ""
+    name_width = max(len(c) for c in result.columns)
+    shown = [[_display(v) for v in row] for row in result.rows]
+    value_width = max([len(v) for values in shown for v in values] + [1])
+    lines = []
+    for number, values in enumerate(shown, 1):
+        header = f"-[ RECORD {number} ]"
+        lines.append(header + "-" * max(0, name_width + 1 - len(header)) + "+" + "-" * (value_width + 1))
+        lines += [f"{c.ljust(name_width)} | {v}" for c, v in zip(result.columns, values)]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def widest_line(text: str) -> int:
+    return max((len(line) for line in text.splitlines()), default=0)
 
 
 def _numeric_column(rows: list[tuple[Any, ...]], index: int) -> bool:

@@ -1,0 +1,69 @@
+"""`routesh DSN -e TEXT`: one question (or one SQL statement) from the command line or stdin.
+
+The SQL goes to stdout; it runs only with --yes, and then the result follows it. Progress and notices
+go to stderr so that `-e ... > out.sql` captures just the SQL. Exit codes as DESIGN.md: 4 when the
+pipeline abstains, with its reason on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from routesh.db import Database, ExecOptions
+from routesh.errors import Abstained, UsageError
+from routesh.pipeline.stages import Answer, StageConfig
+
+
+def run_text(db: Database, text: str, *, run: bool, fmt: str, options: ExecOptions, model: str | None,
+             backend: str, stages: StageConfig) -> int:
+    from routesh.cli import run_one
+    from routesh.shell.classify import classify, is_command
+
+    text = text.strip()
+    if is_command(text):
+        raise UsageError("-e takes a question or a SQL statement, not a shell command")
+    schema = db.introspect(samples=5)
+    if classify(text, schema, db.dialect).kind == "sql":
+        return run_one(db, text, run=run, fmt=fmt, options=options)
+    answer = _ask(db, schema, text, model=model, backend=backend, stages=stages)
+    if answer.abstained:
+        raise Abstained(f"no SQL: {answer.reason}")
+    return run_one(db, answer.sql or "", run=run, fmt=fmt, options=options)
+
+
+def _ask(db: Database, schema, question: str, *, model: str | None, backend: str, stages: StageConfig) -> Answer:  # noqa: ANN001
+    from routesh.engine import load_engine
+    from routesh.pipeline.pipeline import Pipeline, PipelineOptions
+
+    engine = load_engine(model, backend=backend)
+    try:
+        pipeline = Pipeline(engine, db, schema, options=PipelineOptions(stages=stages),
+                            on_start=lambda stage: print(f"routesh: {stage}…", file=sys.stderr, flush=True))
+        return _cancellable(lambda: pipeline.ask(question), cancel=lambda: (engine.cancel(), db.cancel()))
+    finally:
+        engine.close()
+
+
+def _cancellable(work, *, cancel):  # noqa: ANN001, ANN202
+    """Run `work` on a thread so that Ctrl-C (a KeyboardInterrupt here) can cancel it, then re-raise."""
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as err:
+            outcome["error"] = err
+
+    worker = threading.Thread(target=target, name="routesh-ask", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    except KeyboardInterrupt:
+        cancel()
+        worker.join(5)
+        raise
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]

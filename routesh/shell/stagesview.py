@@ -1,0 +1,87 @@
+"""How the pipeline's StageEvents look on screen: one compact coloured line per step (`\\stages`), or
+the whole trace with the model's raw replies (`\\why`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from prompt_toolkit.formatted_text import FormattedText
+
+from routesh.pipeline.stages import Answer, StageEvent
+
+LABELS = {
+    "sl": "linking", "pseudo": "pseudo-SQL", "merge": "merge", "ts": "generation", "execute": "execute",
+    "fallback": "fallback", "nc": "correction", "cw": "continuation", "final": "final",
+}
+_WIDTH = max(len(v) for v in LABELS.values())
+
+
+def _mark(event: StageEvent) -> tuple[str, str]:
+    if event.accepted is None:
+        return "class:stage.info", "·"
+    return ("class:stage.ok", "✓") if event.accepted else ("class:stage.no", "✗")
+
+
+def _cost(event: StageEvent) -> str:
+    parts = []
+    if event.prompt_tokens or event.output_tokens:
+        parts.append(f"{event.prompt_tokens}→{event.output_tokens} tok")
+    if event.seconds >= 0.005:
+        parts.append(f"{event.seconds:.2f} s")
+    return "  ".join(parts)
+
+
+def event_line(event: StageEvent, width: int | None = None) -> FormattedText:
+    """  ✓ linking       singer(Age, Country)                         508→28 tok  1.96 s"""
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    style, mark = _mark(event)
+    cost = _cost(event)
+    text = event.summary
+    if event.accepted is False and event.reason and event.reason not in text:
+        text += f" — {event.reason}"
+    room = max(20, width - _WIDTH - len(cost) - 8)
+    if len(text) > room:
+        text = text[: room - 1] + "…"
+    return FormattedText([
+        ("", "  "), (style, mark), ("", " "), ("class:stage.name", LABELS.get(event.stage, event.stage).ljust(_WIDTH)),
+        ("", "  "), ("class:stage.text", text.ljust(room)), ("", "  "), ("class:stage.cost", cost), ("", "\n"),
+    ])
+
+
+def trace(answer: Answer) -> FormattedText:
+    """Everything about the last question: each step's input summary, raw reply, artifact, verdict."""
+    out: list[tuple[str, str]] = [("class:stage.title", f"Question: {answer.question}\n")]
+    for event in answer.events:
+        style, mark = _mark(event)
+        out += [(style, f"{mark} "), ("class:stage.name", LABELS.get(event.stage, event.stage)),
+                ("class:stage.cost", f"   {_cost(event)}\n" if _cost(event) else "\n"),
+                ("class:stage.text", f"    {event.summary}\n")]
+        if event.reason:
+            out.append((style, f"    {'taken' if event.accepted else 'why'}: {event.reason}\n"))
+        if event.raw:
+            out.append(("class:stage.raw", _indent("model said:\n" + event.raw.strip())))
+        if event.artifact is not None and event.stage not in ("final",) and not _echoes(event):
+            out.append(("class:stage.artifact", _indent("parsed:\n" + _show(event.artifact))))
+    verdict = f"SQL: {answer.sql}" if answer.sql else f"abstained: {answer.reason}"
+    out.append(("class:stage.title", f"{verdict}\n{answer.tokens} tokens, {answer.seconds:.2f} s\n"))
+    return FormattedText(out)
+
+
+def _echoes(event: StageEvent) -> bool:
+    """Skip the artifact when it only repeats the summary or the raw reply."""
+    shown = _show(event.artifact).strip()
+    return shown in (event.summary.strip(), (event.raw or "").strip())
+
+
+def _show(artifact: object) -> str:
+    if isinstance(artifact, str):
+        return artifact
+    try:
+        return json.dumps(artifact, ensure_ascii=False)
+    except TypeError:
+        return repr(artifact)
+
+
+def _indent(text: str) -> str:
+    return "".join(f"      {line}\n" for line in text.splitlines())
