@@ -222,3 +222,22 @@ def test_noise_correction_is_told_where_the_unknown_column_lives(db, schema):
     run(db, schema, engine)
     nc_prompt = next(request for task, request, _ in engine.calls if task == "nc").messages[-1].content
     assert "no such column: Name Name is a column of " in nc_prompt
+
+
+def test_an_empty_candidate_gives_way_to_a_pseudo_sql_that_returns_rows(db, schema):
+    empty = "SELECT Name FROM singer WHERE Age > 1000"
+    engine = ScriptedEngine(sl='{"singer": ["Name", "Age"]}', ts=[f"```sql\n{SIMPLE}\n```", f"```sql\n{empty}\n```"],
+                            nc="correct")
+    answer = run(db, schema, engine, stages="sl,nc")
+    fallback = next(e for e in answer.events if e.stage == "fallback")
+    assert fallback.accepted and fallback.reason == "the candidate returns no rows"
+    assert answer.sql == SIMPLE
+
+
+def test_a_pseudo_sql_that_returns_nothing_either_does_not_replace_the_candidate(db, schema):
+    empty = "SELECT Name FROM singer WHERE Age > 1000"
+    engine = ScriptedEngine(sl='{"singer": ["Name", "Age"]}',
+                            ts=[f"```sql\n{empty} AND Age < 0\n```", f"```sql\n{empty}\n```"], nc="correct")
+    answer = run(db, schema, engine, stages="sl,nc")
+    assert not next(e for e in answer.events if e.stage == "fallback").accepted
+    assert answer.sql == empty

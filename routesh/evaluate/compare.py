@@ -1,7 +1,17 @@
 """Execution accuracy: do two queries' results agree? Compared as the Spider test-suite does
 (taoyds/test-suite-sql-eval, exec_eval.result_eq): rows as multisets, their order only when the gold
 query orders them, and the columns in any order (the predicted query may list them differently).
-Values are normalised first so that 2, 2.0 and Decimal('2.00') agree and floats agree to 1e-6."""
+Values are normalised first so that 2, 2.0 and Decimal('2.00') agree and floats agree to 1e-6.
+
+`extra_columns=True` is the lenient variant after defog sql-eval's `subset_df`: the predicted result may
+carry more columns than the gold, as long as some of its columns, one for each gold column, give
+exactly the gold rows (same multiset, same order where order counts). Unlike sql-eval this keeps
+duplicate rows (multisets, as the test-suite does) and takes order from the gold query's ORDER BY, not
+from the question's wording.
+
+A gold with several alternatives (postgres-defog, see alternatives.py) is matched by any_match: the
+prediction is correct when it matches at least one alternative under the rule above, with the order
+rule taken from that alternative's own SQL."""
 
 from __future__ import annotations
 
@@ -20,29 +30,39 @@ def order_matters(gold_sql: str) -> bool:
     return bool(_ORDER_BY.search(gold_sql))
 
 
-def results_match(gold: Rows, predicted: Rows, *, ordered: bool) -> bool:
+def results_match(gold: Rows, predicted: Rows, *, ordered: bool, extra_columns: bool = False) -> bool:
     if not gold and not predicted:
         return True
     if len(gold) != len(predicted):
         return False
-    width = len(gold[0])
-    if any(len(row) != width for row in gold) or any(len(row) != width for row in predicted):
+    width, pred_width = len(gold[0]), len(predicted[0])
+    if pred_width != width and not (extra_columns and pred_width > width):
+        return False
+    if any(len(row) != width for row in gold) or any(len(row) != pred_width for row in predicted):
         return False
     g = [tuple(_normal(v) for v in row) for row in gold]
     p = [tuple(_normal(v) for v in row) for row in predicted]
-    for permutation in _column_matchings(g, p, width):
+    for permutation in _column_matchings(g, p, width, pred_width):
         moved = [tuple(row[i] for i in permutation) for row in p]
         if (moved == g) if ordered else (Counter(moved) == Counter(g)):
             return True
     return False
 
 
-def _column_matchings(gold: list[tuple], predicted: list[tuple], width: int):
+def any_match(golds: Sequence[tuple[str, Rows]], predicted: Rows, *, extra_columns: bool = False) -> int | None:
+    """The index of the first (gold SQL, gold rows) alternative the predicted rows match, else None."""
+    for k, (sql, rows) in enumerate(golds):
+        if results_match(rows, predicted, ordered=order_matters(sql), extra_columns=extra_columns):
+            return k
+    return None
+
+
+def _column_matchings(gold: list[tuple], predicted: list[tuple], width: int, pred_width: int):
     """Ways to line predicted columns up with gold columns: column j of gold may only take a predicted
     column holding the same multiset of values (a necessary condition, which keeps the search tiny)."""
     gold_columns = [Counter(row[j] for row in gold) for j in range(width)]
-    pred_columns = [Counter(row[i] for row in predicted) for i in range(width)]
-    options = [[i for i in range(width) if pred_columns[i] == gold_columns[j]] for j in range(width)]
+    pred_columns = [Counter(row[i] for row in predicted) for i in range(pred_width)]
+    options = [[i for i in range(pred_width) if pred_columns[i] == gold_columns[j]] for j in range(width)]
 
     def assign(j: int, used: tuple[int, ...]):
         if j == width:
@@ -68,4 +88,6 @@ def _normal(value: Any) -> Any:
         return bytes(value)
     if isinstance(value, (dt.date, dt.datetime, dt.time)):
         return value.isoformat()
+    if isinstance(value, dt.timedelta):  # a PostgreSQL interval
+        return _normal(value.total_seconds())
     return value

@@ -98,7 +98,7 @@ class Pipeline:
             self._emit("ts", "no SQL in the reply; using the pseudo-SQL", artifact=pseudo, accepted=True,
                        reason="generation gave no SQL")
         trial = self._trial(candidate, "candidate")
-        if not trial.ran and pseudo and not _same_sql(pseudo, candidate):
+        if _empty_or_failed(trial) and pseudo and not _same_sql(pseudo, candidate):
             trial = self._fall_back_to_pseudo(pseudo, trial)
 
         # 4: noise correction with execution feedback
@@ -154,14 +154,17 @@ class Pipeline:
                    accepted=sql is not None, completion=out)
         return sql, out.text
 
-    def _fall_back_to_pseudo(self, pseudo: str, failed: _Trial) -> _Trial:
-        """The generation on the reduced schema failed; the pseudo-SQL, written on the full schema, is a
-        second candidate that costs one trial run and no model call."""
+    def _fall_back_to_pseudo(self, pseudo: str, weak: _Trial) -> _Trial:
+        """The generation on the reduced schema failed or returned nothing; the pseudo-SQL, written on
+        the full schema, is a second candidate that costs one trial run and no model call. It is taken
+        if it runs where the candidate failed, or returns rows where the candidate returned none."""
         second = self._trial(pseudo, "pseudo-SQL")
-        self._emit("fallback", "the pseudo-SQL executes; it replaces the failing candidate" if second.ran
-                   else "the pseudo-SQL fails too", artifact=pseudo, accepted=second.ran,
-                   reason=f"the candidate fails: {failed.error}")
-        return second if second.ran else failed
+        taken = second.ran and (not weak.ran or not _empty_or_failed(second))
+        why = f"the candidate fails: {weak.error}" if not weak.ran else "the candidate returns no rows"
+        self._emit("fallback", "the pseudo-SQL replaces the candidate" if taken
+                   else "the pseudo-SQL does no better; the candidate stays", artifact=pseudo, accepted=taken,
+                   reason=why)
+        return second if taken else weak
 
     def _correct(self, schema_text: str, question: str, hint: str | None, trial: _Trial) -> _Trial:
         self._starting("noise correction")
@@ -349,6 +352,10 @@ def _shortest_path(graph: dict[str, set[str]], sources: set[str], target: str) -
                     return path[::-1]
                 queue.append(neighbour)
     return []
+
+
+def _empty_or_failed(trial: _Trial) -> bool:
+    return not trial.ran or trial.result is None or not trial.result.rows
 
 
 def _is_hard(sql: str, dialect: str) -> bool:

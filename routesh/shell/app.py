@@ -233,7 +233,7 @@ def pretty_sql(sql: str, dialect: str) -> str:
 
 
 def run_sql(session: ShellSession, sql: str) -> Result | None:
-    sql = sql.strip().rstrip(";").strip() if sql.strip().endswith(";") and sql.count(";") == 1 else sql.strip()
+    sql = sql.strip()
     session.last_sql = sql
 
     def work(view: BusyView) -> Result:

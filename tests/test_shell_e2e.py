@@ -1,0 +1,392 @@
+"""The shell end to end: the real `routesh` executable in a pseudo-terminal (pexpect), on a copy of a real
+Spider SQLite database and on a real PostgreSQL server, with the real catalog test model (smollm2-135m)
+where a question is asked. Every shell gets its own HOME, config file and model cache, and PAGER=cat,
+so nothing touches the user's files and nothing waits in a pager.
+
+The model tests (marked `model`) check the flow — SQL pre-filled at `run> `, Enter runs it, Ctrl-C cancels,
+the stages view — not that the 135M model writes the right SQL.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import sqlite3
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from routesh.shell.commands import REGISTRY
+from tests.helpers import SHARED_DATA, routesh, sha256
+from tests.pg_server import find_bin_dir, start_server
+
+ROUTESH = str(Path(sys.executable).with_name("routesh"))
+CONCERT = SHARED_DATA / "spider" / "database" / "concert_singer" / "concert_singer.sqlite"
+PROMPT = r"concert_singer\.sqlite> "
+RUN = r"run> "
+QUESTION = "How many singers are there?"
+MODEL_WAIT = 300  # seconds for one question: generous, the 135M model on a busy CPU is slow
+# prompt-toolkit colours words one by one: colour codes and spaces may sit between two words
+_GAP = r"(?:\x1b\[[0-9;?]*[A-Za-z]|[ \t])*"
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[=>]")
+
+
+def plain(text: str) -> str:
+    """What a person would read: colour and cursor codes and carriage returns removed."""
+    return _ANSI.sub("", text).replace("\r", "")
+
+
+def stage_line(label: str) -> str:
+    """A \\stages line: a verdict mark (✓ ✗ ·) then the stage's label."""
+    return rf"[✓✗·]{_GAP}{re.escape(label)}\b"
+
+
+class _Terminal(io.StringIO):
+    """Keeps everything the shell printed and, like a real terminal, answers its cursor-position requests:
+    prompt-toolkit draws the bottom toolbar only once it knows how many rows are left below the cursor."""
+
+    CPR_REQUEST, CPR_REPLY = "\x1b[6n", "\x1b[37;1R"  # "row 37 of 40": room for the prompt and the toolbar
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.child: pexpect.spawn | None = None
+
+    def write(self, text: str) -> int:
+        if self.child is not None:
+            for _ in range(text.count(self.CPR_REQUEST)):
+                self.child.send(self.CPR_REPLY)
+        return super().write(text)
+
+
+class Shell:
+    """One interactive routesh in a pseudo-terminal, with everything it printed kept in `transcript`."""
+
+    def __init__(self, args: list[str], *, env: dict[str, str], prompt: str = PROMPT, timeout: float = 30):
+        self.prompt = prompt
+        self.transcript = _Terminal()
+        self.child = pexpect.spawn(ROUTESH, args, env=env, encoding="utf-8", timeout=timeout, dimensions=(40, 160))
+        self.transcript.child = self.child
+        self.child.logfile_read = self.transcript
+        self.ready()
+
+    def ready(self, prompt: str | None = None, timeout: float = -1) -> None:
+        """Wait for a prompt, then a moment more: prompt-toolkit draws it just before it puts the terminal
+        in raw mode, and keys sent faster than a person types would meet the cooked terminal."""
+        self.child.expect(prompt or self.prompt, timeout=timeout)
+        time.sleep(0.3)
+
+    def do(self, line: str, *patterns: str, prompt: str | None = None, timeout: float = -1) -> str:
+        """Type `line` and Enter, expect each pattern in turn, then the next prompt. Patterns must not
+        match the typed line itself (the terminal echoes it). Returns what was shown, as plain text."""
+        self.child.sendline(line)
+        return self.expect(*patterns, prompt=prompt, timeout=timeout)
+
+    def expect(self, *patterns: str, prompt: str | None = None, timeout: float = -1) -> str:
+        seen = []
+        for pattern in patterns:
+            self.child.expect(pattern, timeout=timeout)
+            seen.append(self.child.before + self.child.after)
+        self.ready(prompt, timeout=timeout)
+        seen.append(self.child.before)
+        return plain("".join(seen))
+
+    def quit(self) -> None:
+        self.child.sendline("\\q")
+        self.child.expect(pexpect.EOF)
+        self.child.close()
+        assert self.child.exitstatus == 0, plain(self.transcript.getvalue())[-2000:]
+
+    def close(self) -> None:
+        if self.child.isalive():
+            self.child.terminate(force=True)
+        text = plain(self.transcript.getvalue())
+        assert "Traceback" not in text, text[-3000:]
+
+
+def shell_env(tmp_path: Path, *, model_cache: Path | None = None) -> dict[str, str]:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {
+        "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "XDG_CACHE_HOME": str(home / ".cache"), "ROUTESH_CONFIG": str(tmp_path / "config.toml"),
+        "ROUTESH_CACHE_DIR": str(model_cache or tmp_path / "no-model-cache"), "PAGER": "cat",
+        "TERM": "xterm", "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
+    }
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # how many threads torch may take, as the caller chose
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
+
+
+def no_model(tmp_path: Path) -> list[str]:
+    """For shells that ask no question: a model that fails to load at once. Without it the shell would
+    start converting the default 0.5B model in the background as soon as the prompt shows."""
+    return ["--model", str(tmp_path / "no-model-here")]
+
+
+def count(db: Path, table: str = "singer") -> int:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+@pytest.fixture
+def concert(tmp_path) -> Path:
+    if not CONCERT.exists():
+        pytest.fail(f"missing test data: {CONCERT}", pytrace=False)
+    return Path(shutil.copy(CONCERT, tmp_path / "concert_singer.sqlite"))
+
+
+@pytest.fixture
+def shell(tmp_path, concert) -> Iterator[Shell]:
+    """A shell on the copy of concert_singer, no model."""
+    sh = Shell([str(concert), *no_model(tmp_path)], env=shell_env(tmp_path))
+    yield sh
+    sh.close()
+
+
+@pytest.fixture(scope="module")
+def smollm(model_cache) -> Path:
+    """The catalog test model, converted once into this test session's model cache."""
+    from routesh.engine.models import TEST_MODEL, materialize
+
+    materialize(TEST_MODEL, progress=False)
+    return model_cache
+
+
+@pytest.fixture
+def model_shell(tmp_path, concert, smollm) -> Iterator[Shell]:
+    sh = Shell([str(concert), "--model", "smollm2-135m"], env=shell_env(tmp_path, model_cache=smollm))
+    yield sh
+    sh.close()
+
+
+def answered(sh: Shell) -> bool:
+    """After a question: True when SQL waits at `run> `, False when the pipeline abstained (one line)."""
+    which = sh.child.expect([RUN, r"No SQL: [^\r\n]+"], timeout=MODEL_WAIT)
+    if which == 1:
+        sh.ready()
+        return False
+    time.sleep(0.3)
+    return True
+
+
+# ---- questions, with the real model ------------------------------------------------------------------
+
+
+@pytest.mark.model
+def test_question_prefills_sql_enter_runs_it_and_stages_view(model_shell):
+    sh = model_shell
+    sh.do("\\stages on", r"Stages view is on")
+    sh.child.sendline(QUESTION)
+    for label in ("linking", "merge", "generation", "final"):  # each step, one line, with its verdict
+        sh.child.expect(stage_line(label), timeout=MODEL_WAIT)
+    sh.child.expect(r"SQL ready in \d+\.\d s")
+    assert answered(sh), "the pipeline abstained; the final stage line should have said why"
+    # the SQL waits, highlighted, in the prompt's buffer
+    sh.child.expect(rf"{_GAP}(SELECT|WITH)\b")
+    time.sleep(0.3)
+    # Enter runs it: a table and psql's row footer (or one ERROR line if the small model's SQL fails)
+    sh.child.send("\r")
+    shown = sh.expect(r"\(\d+ rows?\)|ERROR: [^\r\n]+")
+    if "ERROR:" not in shown:
+        assert re.search(r"^\+-+", shown, re.M) and re.search(r"^\|-+", shown, re.M), shown  # a psql-style table
+    sh.do("\\stages off", r"Stages view is off")
+    # SQL typed by the user still runs at once
+    shown = sh.do("SELECT count(*) AS n FROM singer;", r"\(1 row\)")
+    assert re.search(r"\|\s+6 \|", shown), shown
+    sh.quit()
+
+
+@pytest.mark.model
+def test_ctrl_c_cancels_generation_and_the_shell_keeps_working(model_shell):
+    sh = model_shell
+    sh.child.sendline(QUESTION)
+    sh.child.expect(r"schema linking…", timeout=MODEL_WAIT)  # the spinner names the running stage
+    asked = len(sh.transcript.getvalue())
+    sh.child.send("\x03")
+    sh.expect(r"Cancelled\.", timeout=60)
+    assert "run>" not in plain(sh.transcript.getvalue()[asked:])  # nothing was pre-filled
+    # the next statement works...
+    shown = sh.do("SELECT count(*) AS n FROM singer;", r"\(1 row\)")
+    assert re.search(r"\|\s+6 \|", shown), shown
+    # ...and so does the model: \retry asks again; Ctrl-C at run> drops the SQL
+    sh.child.sendline("\\retry")
+    if answered(sh):
+        sh.child.send("\x03")
+        sh.expect(r"Dropped\.")
+    sh.quit()
+
+
+@pytest.mark.model
+def test_one_shot_question(tmp_path, concert, smollm):
+    env = shell_env(tmp_path, model_cache=smollm)
+    run = routesh(str(concert), "-e", QUESTION, "--model", "smollm2-135m", env=env, timeout=600)
+    assert "Traceback" not in run.err
+    assert run.code in (0, 4), run.err
+    if run.code == 0:  # the SQL on stdout, not run without --yes
+        assert re.match(r"(?is)\s*(SELECT|WITH)\b", run.out), run.out
+        assert "not run: add --yes to run it" in run.err
+    else:  # abstained: nothing on stdout, the reason in one line
+        assert run.out == ""
+        assert re.search(r"^routesh: no SQL: .+$", run.err, re.M), run.err
+
+
+# ---- commands and SQL, no model ----------------------------------------------------------------------
+
+
+def test_describe_and_list_tables(shell):
+    shown = shell.do("\\d singer", r'Table "singer"', r"Referenced by:[^\n]*\n[^\n]*singer_in_concert")
+    for column in ("Singer_ID", "Name", "Country", "Song_Name", "Age", "Is_male"):
+        assert re.search(rf"^\| {column}\b", shown, re.M), shown
+    assert "Primary key: (Singer_ID)" in shown
+    shown = shell.do("\\dt", r"List of relations", r"\(4 rows\)")
+    for table in ("concert", "singer", "singer_in_concert", "stadium"):
+        assert re.search(rf"^\| {table}\s+\| table\s+\|", shown, re.M), shown
+    shell.quit()
+
+
+def test_a_write_typed_as_sql_is_refused_and_nothing_changes(shell, concert):
+    before, rows = sha256(concert), count(concert)
+    shown = shell.do("DELETE FROM singer;", r"ERROR: refused by the guard: DELETE is not a query")
+    error_lines = [line for line in shown.splitlines() if "ERROR" in line]
+    assert len(error_lines) == 1, shown  # one line, no traceback
+    assert count(concert) == rows == 6
+    shell.quit()
+    assert sha256(concert) == before
+
+
+def test_missing_database_file_is_one_line_and_never_created(tmp_path):
+    missing = tmp_path / "nope.db"
+    child = pexpect.spawn(ROUTESH, [str(missing)], env=shell_env(tmp_path), encoding="utf-8", timeout=30)
+    child.expect(pexpect.EOF)
+    child.close()
+    lines = [line for line in plain(child.before).splitlines() if line.strip()]
+    assert child.exitstatus == 1
+    assert lines == [f"routesh: no such database file: {missing} (routesh never creates one)"], lines
+    assert not missing.exists()
+
+
+def test_write_on_needs_the_typed_database_name(shell, concert):
+    confirm = r"Type the database name to confirm: "
+    shell.child.sendline("\\write on")
+    shell.ready(confirm)  # the confirmation is a prompt of its own
+    shell.child.sendline("concert_singer")  # not the name the shell asked for
+    shell.expect(r"Not confirmed; still read-only\.")
+    shell.do("INSERT INTO singer (Singer_ID, Name) VALUES (99, 'Test');", r"ERROR: refused by the guard: INSERT")
+    assert count(concert) == 6
+
+    shell.child.sendline("\\write on")
+    shell.ready(confirm)
+    shell.child.sendline("concert_singer.sqlite")
+    shell.expect(r"Writes allowed on concert_singer\.sqlite until \\write off")
+    shell.child.expect(rf"│{_GAP}RW{_GAP}│")  # the bottom toolbar, drawn after the prompt, says RW
+    shell.do("INSERT INTO singer (Singer_ID, Name, Country, Age) VALUES (99, 'Test Singer', 'Nowhere', 40);",
+             r"INSERT 1")
+    assert count(concert) == 7
+    shell.do("SELECT Name FROM singer WHERE Singer_ID = 99;", r"Test Singer", r"\(1 row\)")
+
+    shell.do("\\write off", r"Read-only again\.")
+    shell.child.expect(rf"│{_GAP}RO{_GAP}│")
+    shell.do("DELETE FROM singer;", r"ERROR: refused by the guard: DELETE is not a query")
+    shell.quit()
+    assert count(concert) == 7
+
+
+def test_help_and_display_commands(shell, tmp_path):
+    # \? lists every command of the registry
+    shown = shell.do("\\?", r"Anything else you type is a question", r"ask the last question again")
+    for command in REGISTRY:
+        assert command.names[0] in shown, command.names[0]
+    # \x: expanded display
+    shell.do("\\x", r"Expanded display is on\.")
+    shown = shell.do("SELECT Name, Country FROM singer WHERE Singer_ID = 1;", r"\(1 row\)")
+    assert re.search(r"-\[ RECORD 1 \][-+]*\s*\nName\s+\| Joe Sharp\s*\nCountry\s+\| Netherlands\s*\n", shown), shown
+    shell.do("\\x off", r"Expanded display is off\.")
+    # \T csv
+    shell.do("\\T csv", r"Output format is csv\.")
+    shown = shell.do("SELECT Name FROM singer ORDER BY Singer_ID LIMIT 2;", r"\(2 rows\)")
+    assert re.search(r"^Name\nJoe Sharp\nTimbaland\n", shown, re.M), shown
+    shell.do("\\T table", r"Output format is table\.")
+    # \timing
+    shell.do("\\timing", r"Timing is on\.")
+    shell.do("SELECT 1 AS one;", r"\(1 row\)\s+Time: \d+\.\d{3} ms")
+    shell.do("\\timing off", r"Timing is off\.")
+    # \o FILE: results go to the file, not the screen; \o alone comes back
+    out = tmp_path / "results.txt"
+    shell.do(f"\\o {out}", r"Results go to ")
+    shell.child.expect(rf"│{_GAP}\\o {re.escape(str(out))}")  # the toolbar names the file
+    mark = len(shell.transcript.getvalue())
+    shell.child.sendline("SELECT Name FROM singer ORDER BY Singer_ID LIMIT 2;")
+    deadline = time.monotonic() + 30
+    while "(2 rows)" not in (out.read_text() if out.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    shell.ready()
+    shell.do("\\o", r"Results go to the screen\.")
+    assert "Joe Sharp" not in plain(shell.transcript.getvalue()[mark:])  # not on the screen...
+    text = out.read_text()
+    assert "| Joe Sharp " in text and "| Timbaland " in text and "(2 rows)" in text, text  # ...in the file
+    # \n NAME SQL saves to the config file; \n NAME pre-fills it; Enter runs it
+    sql = "SELECT Name FROM singer WHERE Age > 40 ORDER BY Name"
+    shell.do(f"\\n older {sql}", r"Saved older\.")
+    saved = tomllib.loads((tmp_path / "config.toml").read_text())
+    assert saved["named_queries"] == {"older": sql}
+    shell.do("\\n older", prompt=RUN)
+    shell.child.send("\r")
+    shown = shell.expect(r"\(\d+ rows?\)")
+    assert "Joe Sharp" in shown and "Justin Brown" not in shown, shown
+    shell.quit()
+
+
+# ---- PostgreSQL: the server goes away and comes back --------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_postgres_server_killed_then_back(tmp_path):
+    if find_bin_dir() is None:
+        pytest.skip("no PostgreSQL server binaries")
+    # a server of this test's own: stopping it must not disturb the session's shared one
+    with start_server() as server:
+        dsn = server.create_database("e2e", sql_text="CREATE TABLE item (id int PRIMARY KEY, name text);"
+                                                     "INSERT INTO item SELECT g, 'item ' || g FROM generate_series(1, 5) g;")
+        sh = Shell([dsn, *no_model(tmp_path)], env=shell_env(tmp_path), prompt=r"e2e> ")
+        try:
+            shown = sh.do("SELECT count(*) AS n FROM item;", r"\(1 row\)")
+            assert re.search(r"\|\s+5 \|", shown), shown
+            server.kill()
+            shown = sh.do("SELECT count(*) AS n FROM item;", r"ERROR: [^\r\n]+")
+            assert "connection to the server was lost" in shown, shown
+            # while it is down: one line, the shell stays
+            shown = sh.do("SELECT name FROM item WHERE id = 1;", r"ERROR: [^\r\n]+")
+            assert len([line for line in shown.splitlines() if line.startswith("ERROR")]) == 1, shown
+            server.restart()
+            shown = sh.do("SELECT name FROM item WHERE id = 2;", r"\(1 row\)")
+            assert "item 2" in shown
+            sh.quit()
+        finally:
+            sh.close()
+
+
+# ---- one-shot, no model --------------------------------------------------------------------------------
+
+
+def test_one_shot_sql(tmp_path, concert):
+    env = shell_env(tmp_path)
+    run = routesh(str(concert), "-e", "SELECT count(*) FROM singer", "--yes", env=env)
+    assert run.code == 0, run.err
+    assert re.search(r"^\|\s+6 \|$", run.out, re.M) and "(1 row)" in run.out, run.out
+    run = routesh(str(concert), "-e", "-", "--yes", stdin="SELECT Name FROM singer WHERE Singer_ID = 1\n", env=env)
+    assert run.code == 0, run.err
+    assert "Joe Sharp" in run.out and "(1 row)" in run.out, run.out
+    run = routesh(str(concert), "-e", "SELECT count(*) FROM singer", env=env)  # no --yes: printed, not run
+    assert run.code == 0 and run.out.strip() == "SELECT count(*) FROM singer", run
+    run = routesh(str(concert), "-e", "DELETE FROM singer", "--yes", env=env)
+    assert run.code == 2 and run.out == "", run
+    assert run.err.strip() == "routesh: refused by the guard: DELETE is not a query"
+    assert count(concert) == 6
