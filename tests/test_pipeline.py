@@ -241,3 +241,19 @@ def test_a_pseudo_sql_that_returns_nothing_either_does_not_replace_the_candidate
     answer = run(db, schema, engine, stages="sl,nc")
     assert not next(e for e in answer.events if e.stage == "fallback").accepted
     assert answer.sql == empty
+
+
+def test_a_cancelled_trial_run_stops_the_question_instead_of_counting_as_a_failure(db, schema):
+    from routesh.errors import QueryCancelled
+
+    class CancelledDatabase:
+        dialect = "sqlite"
+
+        def execute(self, sql, *, options=None, guard=True):
+            raise QueryCancelled("query cancelled")
+
+    engine = ScriptedEngine(sl='{"singer": ["Name"]}', ts=f"```sql\n{SIMPLE}\n```", nc="correct")
+    pipeline = Pipeline(engine, CancelledDatabase(), schema)
+    with pytest.raises(QueryCancelled):
+        pipeline.ask(QUESTION)
+    assert [task for task, _, _ in engine.calls] == ["sl", "ts", "ts"]  # nothing after the cancelled trial

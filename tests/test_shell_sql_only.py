@@ -26,8 +26,12 @@ def ready(child, prompt: str = r"shop\.db>") -> None:
 def shell(tmp_path):
     db = make_shop_db(tmp_path / "shop.db")
     env = {"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"), "TERM": "xterm", "PATH": "/usr/bin:/bin",
-           "PROMPT_TOOLKIT_NO_CPR": "1"}
-    child = pexpect.spawn(ROUTESH, [str(db)], env=env, encoding="utf-8", timeout=20, dimensions=(40, 160))
+           "PROMPT_TOOLKIT_NO_CPR": "1", "ROUTESH_CONFIG": str(tmp_path / "config.toml"), "PAGER": "cat",
+           "ROUTESH_CACHE_DIR": str(tmp_path / "models")}
+    # SQL only: a model that fails to load at once (a folder that does not exist), so that the shell does not
+    # start converting the default model in the background when the prompt shows
+    child = pexpect.spawn(ROUTESH, [str(db), "--model", "./no-model"], env=env, cwd=str(tmp_path), encoding="utf-8",
+                          timeout=20, dimensions=(40, 160))
     ready(child)
     yield child, db
     child.terminate(force=True)

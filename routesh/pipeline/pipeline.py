@@ -23,7 +23,7 @@ from routesh import prompts
 from routesh.db.base import Database, ExecOptions, Result
 from routesh.db.schema import Schema
 from routesh.engine.base import ChatRequest, Completion, Engine, GenerationParams
-from routesh.errors import RoutesError
+from routesh.errors import QueryCancelled, RoutesError
 from routesh.pipeline import sqlutil
 from routesh.pipeline.stages import Answer, EventSink, StageConfig, StageEvent
 
@@ -226,6 +226,8 @@ class Pipeline:
         options = ExecOptions(row_limit=self.options.preview_rows, timeout=self.options.timeout)
         try:
             trial = _Trial(sql, self.database.execute(sql, options=options), None, self.schema)
+        except QueryCancelled:  # the user's Ctrl-C, not the candidate's fault: stop the whole question
+            raise
         except RoutesError as err:
             trial = _Trial(sql, None, str(err), self.schema)
         self._emit("execute", f"{label}: {trial.feedback}", artifact=trial.feedback, accepted=trial.ran,

@@ -69,7 +69,8 @@ def run_shell(db: Database, *, config: Config, options: ExecOptions, fmt: str, m
         session.say(config.warning, "class:warning")
     session.refresh_schema()
     prompt = _build_prompt(session)
-    session.read_line = lambda message: prompt.prompt(message, default="", multiline=False)
+    confirm: PromptSession = PromptSession(style=style)  # its own, so confirmations stay out of the history
+    session.read_line = lambda message: confirm.prompt(message)
     session.say(f"routesh on {session.database_name}, read-only. Ask a question, or type SQL ending with ';'. "
                 "\\? for help, \\q to quit.", "class:info")
     try:
@@ -199,6 +200,9 @@ def ask(session: ShellSession, question: str) -> Answer | None:
         return None
     finally:
         session.running = ""
+    if cancelled.is_set():  # Ctrl-C after the last step that checks for it: the user still said stop
+        session.say("Cancelled.", "class:info")
+        return None
     session.last_answer = answer
     if answer.abstained:
         session.say(f"No SQL: {answer.reason}", "class:warning")
@@ -244,9 +248,8 @@ def run_sql(session: ShellSession, sql: str) -> Result | None:
 
     try:
         result = BusyView(work, cancel=session.db.cancel, toolbar=lambda: toolbar(session), style=session.style).run()
-    except ConnectionLost as err:
+    except ConnectionLost as err:  # its message already says that the next statement reconnects
         session.error(f"ERROR: {err}")
-        session.say("The connection will be reopened for the next statement.", "class:info")
         return None
     finally:
         session.running = ""

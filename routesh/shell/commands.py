@@ -275,6 +275,8 @@ def find(line: str) -> tuple[Command, str, bool] | None:
         if bare in command.names or bare.lower() in command.names:
             if plus and not command.plus:
                 return None
+            if bare[0] not in "\\." and (rest.strip() or plus):
+                return None  # help, quit, exit: a command only alone on the line (as psql); else a question
             return command, rest.strip(), plus
     return None
 
@@ -284,12 +286,12 @@ def names() -> list[str]:
 
 
 def help_text() -> str:
+    usages = [f"{c.names[0]}{'[+]' if c.plus else ''} {c.usage}".strip() for c in REGISTRY]
+    width = max(map(len, usages)) + 2
     rows = []
-    for command in REGISTRY:
-        shown = command.names[0] + ("[+]" if command.plus else "")
+    for command, usage in zip(REGISTRY, usages):
         also = [n for n in command.names[1:] if n[0] in "\\."]
-        usage = f"{shown} {command.usage}".strip()
-        rows.append(f"  {usage:<26} {command.help}" + (f" (also {', '.join(also)})" if also else ""))
+        rows.append(f"  {usage:<{width}}{command.help}" + (f" (also {', '.join(also)})" if also else ""))
     return ("Anything else you type is a question for the model, or SQL if it parses as SQL for this database.\n"
             "SQL ends with ';' (or a blank line). Generated SQL waits in the prompt: Enter runs it, Ctrl-C drops it.\n\n"
             + "\n".join(rows) + "\n")
