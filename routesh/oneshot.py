@@ -7,6 +7,7 @@ pipeline abstains, with its reason on stderr.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 
@@ -36,7 +37,8 @@ def _ask(db: Database, schema, question: str, *, model: str | None, backend: str
     from routesh.engine import load_engine
     from routesh.pipeline.pipeline import Pipeline, PipelineOptions
 
-    engine = load_engine(model, backend=backend)
+    with contextlib.redirect_stdout(sys.stderr):  # libraries that print while loading must not mix into the SQL
+        engine = load_engine(model, backend=backend)
     try:
         pipeline = Pipeline(engine, db, schema, options=PipelineOptions(stages=stages),
                             on_start=lambda stage: print(f"routesh: {stage}…", file=sys.stderr, flush=True))

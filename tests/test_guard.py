@@ -192,3 +192,13 @@ def test_unicode_escaped_identifier_check_is_exact():
     assert guard.classify('SELECT u & "x" FROM t', "postgres").read_only
     assert guard.classify("SELECT U&'\\0041' AS s", "postgres").read_only  # a string, not a name
     assert guard.classify('SELECT U&"x" FROM t', "sqlite").read_only  # SQLite has no such syntax
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgres"])
+def test_deeply_nested_sql_is_refused_not_a_crash(dialect):
+    # smollm2 wrote DATE(FLOOR(FLOOR(... deep enough to exhaust sqlglot's recursion
+    deep = "SELECT " + "FLOOR(" * 400 + "1" + ")" * 400
+    verdict = guard.classify(deep, dialect)
+    assert not verdict.read_only and "nested too deeply" in verdict.reason
+    with pytest.raises(Refused, match="nested too deeply"):
+        guard.check(deep, dialect, writes_allowed=True)

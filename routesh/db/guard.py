@@ -128,8 +128,18 @@ class Verdict:
     node: str | None = None  # the offending node's kind, e.g. "DELETE", "FUNCTION set_config"
 
 
+_TOO_DEEP = "nested too deeply to check (sqlglot ran out of recursion depth)"
+
+
 def classify(sql: str, dialect: str) -> Verdict:
     """Is `sql` one read-only query in `dialect`? Unparseable or ambiguous input is not."""
+    try:
+        return _classify(sql, dialect)
+    except RecursionError:  # FLOOR(FLOOR(FLOOR(... from a small model: fail closed, don't crash
+        return Verdict(False, _TOO_DEEP, None)
+
+
+def _classify(sql: str, dialect: str) -> Verdict:
     statement, problem = _parse_one(sql, dialect)
     if statement is None:
         return Verdict(False, problem, None)
@@ -155,6 +165,13 @@ def check(sql: str, dialect: str, *, writes_allowed: bool = False) -> None:
         if not verdict.read_only:
             raise Refused(verdict.reason, layer=LAYER, node=verdict.node)
         return
+    try:
+        _check_write(sql, dialect)
+    except RecursionError:
+        raise Refused(_TOO_DEEP, layer=LAYER) from None
+
+
+def _check_write(sql: str, dialect: str) -> None:
     statement, problem = _parse_one(sql, dialect)
     if statement is None:
         raise Refused(problem, layer=LAYER)
