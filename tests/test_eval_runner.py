@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+
+import psycopg
+import pytest
 
 from routesh.evaluate.datasets import load_spider
 from routesh.evaluate.runner import evaluate, load_receipts, sample
@@ -103,3 +107,53 @@ def test_routesh_eval_rejects_an_unknown_stage():
     run = _routesh_eval("--stages", "ts,xx", "--limit", "1")
     assert run.returncode == 1
     assert run.stderr.strip().splitlines() == ["routesh-eval: unknown stage(s) xx; choose from sl, ts, nc, cw"]
+
+
+@pytest.mark.postgres
+def test_routesh_eval_on_postgres_defog_with_the_real_test_model(tmp_path, model_cache, pg_server, defog_db):
+    defog_db("academic")  # the fixture's own copy; routesh-eval loads its defog_academic beside it
+    out = tmp_path / "defog.jsonl"
+    args = ("--data", "postgres-defog", "--pg-dsn", pg_server.admin_dsn, "--model", "smollm2-135m", "--limit", "2",
+            "--stages", "ts", "--out", str(out))
+    run = _routesh_eval(*args, env={"ROUTESH_CACHE_DIR": str(model_cache)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "postgres-defog: 2 questions" in run.stderr and "defog_academic (" in run.stderr
+    lines = run.stdout.splitlines()
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("execution accuracy: ")):]
+    assert re.fullmatch(r"execution accuracy: \d+\.\d% \(\d/2\); abstained \d", lines[0]), lines[0]
+    assert "  by category:" in lines
+    assert any(line.startswith("  group_by") and line.rstrip().endswith("/2)") for line in lines)
+    assert not any(line.lstrip().startswith(("easy", "medium", "hard", "extra")) for line in lines)
+    receipts = load_receipts(out)
+    assert sorted(receipts) == [0, 1]
+    for r in receipts.values():
+        assert r.db_id == "academic" and r.category == "group_by" and r.stages == "ts"
+        assert r.alternatives >= 3 and isinstance(r.correct, bool) and isinstance(r.correct_subset, bool)
+        assert r.correct or r.matched_alternative is None
+        assert r.events and r.events[-1]["stage"] == "final"
+    with psycopg.connect(pg_server.dsn("defog_academic")) as conn:  # loaded by routesh-eval, under its name
+        assert conn.execute("SELECT count(*) FROM public.author").fetchone()[0] > 0
+    again = _routesh_eval(*args, env={"ROUTESH_CACHE_DIR": str(model_cache)})  # resumes: nothing left to ask
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "defog_academic (reused)" in again.stderr and len(load_receipts(out)) == 2
+
+
+def test_a_question_that_crashes_the_pipeline_is_recorded_wrong_and_the_run_goes_on(tmp_path, monkeypatch):
+    import routesh.evaluate.runner as runner
+
+    examples = sample(load_spider("spider-dev"), limit=3, seed=3)
+    real_ask = runner.Pipeline.ask
+
+    def ask(self, question, hint=None):
+        if question == examples[1].question:
+            raise RecursionError("maximum recursion depth exceeded")  # as sqlglot does on degenerate SQL
+        return real_ask(self, question, hint)
+
+    monkeypatch.setattr(runner.Pipeline, "ask", ask)
+    out = tmp_path / "r.jsonl"
+    summary = evaluate(examples, GoldEngine(examples, set()), options=PipelineOptions(stages=StageConfig.parse("ts")),
+                       out=out)
+    assert summary.total == 3 and summary.correct == 2 and summary.crashed == 1
+    crashed = load_receipts(out)[examples[1].index]
+    assert crashed.correct is False and crashed.error == "crashed: RecursionError in the pipeline"
+    assert any("crashed" in line and line.rstrip().endswith(": 1") for line in summary.lines())

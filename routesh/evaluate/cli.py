@@ -1,27 +1,52 @@
-"""`routesh-eval`: measure the pipeline on a benchmark (execution accuracy, by Spider hardness, with
-receipts), or check a data set's gold SQL against the read-only path (--check-gold).
+"""`routesh-eval`: measure the pipeline on a benchmark, or check a data set's gold SQL (--check-gold).
+
+Execution accuracy, by Spider hardness or by the set's own categories, with JSONL receipts; --check-gold
+runs every gold query through the read-only path instead (a check of the guard and of the data).
 
     routesh-eval --data spider-dev --limit 200 --sample-seed 7 --stages ts --out ts.jsonl
     routesh-eval --data spider-dev --limit 200 --sample-seed 7 --stages sl,nc,cw --out mcp.jsonl
+    routesh-eval --data postgres-defog --start-pg --stages ts --out defog.jsonl
+    routesh-eval --data postgres-defog --pg-dsn postgresql://postgres@localhost/postgres --check-gold
+    routesh-eval --data my-questions.jsonl --stages ts
+    routesh-eval --data ../shared/data/spider/dev.json --db-dir ../shared/data/spider/database --limit 20
+
+--data is spider-dev, spider-train, postgres-defog or a FILE: JSON (a list) or JSONL records with
+question, query (gold SQL), db_id and db_path (a SQLite file, relative to FILE's folder) or dsn
+(PostgreSQL), optional hint and category; without db_path/dsn, --db-dir DIR gives DIR/<db_id>/<db_id>.sqlite.
+postgres-defog needs a PostgreSQL server: --pg-dsn ADMIN_DSN (a superuser, or a role that may create
+databases: each needed database is loaded once as defog_<db> and reused afterwards) or --start-pg.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
+from routesh.db.dsn import redact
 from routesh.errors import RoutesError, UsageError
-from routesh.evaluate.datasets import SPIDER_SPLITS, load_spider
+from routesh.evaluate.datasets import DATA_SETS, DEFOG, Example, load_data
 from routesh.evaluate.gold import check_gold
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="routesh-eval", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", choices=SPIDER_SPLITS, default="spider-dev")
+    parser = argparse.ArgumentParser(prog="routesh-eval", description=__doc__.splitlines()[0],
+                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="spider-dev", metavar="|".join((*DATA_SETS, "FILE")),
+                        help="a data set or a JSON/JSONL file of examples (default spider-dev)")
+    parser.add_argument("--db-dir", type=Path, help="with --data FILE: DIR/<db_id>/<db_id>.sqlite for records "
+                                                   "without db_path or dsn (Spider's layout)")
+    server = parser.add_mutually_exclusive_group()
+    server.add_argument("--pg-dsn", metavar="ADMIN_DSN",
+                        help="postgres-defog: a superuser DSN; its databases are loaded there as defog_<db>")
+    server.add_argument("--start-pg", action="store_true",
+                        help="postgres-defog: start a throwaway PostgreSQL server for this run (initdb; needs the "
+                             "server binaries)")
     parser.add_argument("--check-gold", action="store_true", help="run the gold SQL through the read-only path")
     parser.add_argument("--model", help="as routesh --model (default: the embedded model)")
     parser.add_argument("--backend", choices=("auto", "transformers", "vllm"), default="auto")
@@ -38,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _check_gold(args) if args.check_gold else _evaluate(args)
+        _check_arguments(args)
+        with _postgres(args) as admin_dsn:
+            return _check_gold(args, admin_dsn) if args.check_gold else _evaluate(args, admin_dsn)
     except RoutesError as err:
         print(f"routesh-eval: {err}", file=sys.stderr)
         return err.exit_code
@@ -47,39 +74,102 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def _check_arguments(args: argparse.Namespace) -> None:
+    is_file = args.data not in DATA_SETS
+    if args.db_dir is not None and not is_file:
+        raise UsageError("--db-dir applies to --data FILE only")
+    if (args.pg_dsn or args.start_pg) and args.data != DEFOG:
+        raise UsageError(f"--pg-dsn and --start-pg apply to --data {DEFOG} only (a FILE record names its own dsn)")
+    if args.data == DEFOG and not (args.pg_dsn or args.start_pg):
+        raise UsageError(f"--data {DEFOG} needs a PostgreSQL server: pass --pg-dsn ADMIN_DSN or --start-pg")
+    if args.limit is not None and args.limit < 0:
+        raise UsageError("--limit must be 0 or more")
+
+
+@contextlib.contextmanager
+def _postgres(args: argparse.Namespace) -> Iterator[str | None]:
+    """The admin DSN postgres-defog's databases go to: --pg-dsn, or a server --start-pg starts and stops."""
+    if not args.start_pg:
+        yield args.pg_dsn
+        return
+    from routesh.evaluate.pgserver import start_server
+
+    print("starting a throwaway PostgreSQL server...", file=sys.stderr)
+    try:
+        server_cm = start_server()
+        server = server_cm.__enter__()
+    except (LookupError, RuntimeError, OSError) as err:
+        raise UsageError(f"--start-pg: {' '.join(str(err).split())[:500]}") from None
+    try:
+        yield server.admin_dsn
+    finally:
+        server_cm.__exit__(None, None, None)
+
+
+def _load(args: argparse.Namespace, admin_dsn: str | None, *, for_gold: bool) -> tuple[list[Example], list[Example]]:
+    """(every example of the set, the ones to run) with the PostgreSQL databases they need loaded."""
+    from routesh.evaluate.runner import sample
+
+    everything = load_data(args.data, db_dir=args.db_dir)
+    if for_gold:
+        chosen = everything[: args.limit] if args.limit is not None else everything
+    else:
+        chosen = sample(everything, limit=args.limit, seed=args.sample_seed)
+    if admin_dsn is not None:
+        from routesh.evaluate.pgload import attach_databases
+
+        chosen, loaded = attach_databases(chosen, admin_dsn)
+        if loaded:
+            print(f"PostgreSQL {redact(admin_dsn)}: "
+                  + ", ".join(f"{v.database} ({v.action})" for v in loaded.values()), file=sys.stderr)
+    return everything, chosen
+
+
+def _evaluate(args: argparse.Namespace, admin_dsn: str | None) -> int:
     from routesh.engine import load_engine
-    from routesh.evaluate.runner import evaluate, sample
+    from routesh.evaluate.runner import evaluate
     from routesh.pipeline.pipeline import PipelineOptions
     from routesh.pipeline.stages import StageConfig
 
     options = PipelineOptions(stages=StageConfig.parse(args.stages))
-    everything = load_spider(args.data)
-    examples = sample(everything, limit=args.limit, seed=args.sample_seed)
-    skipped = sum(ex.db_path is None for ex in everything)
-    engine = load_engine(args.model, backend=args.backend, adapter=args.adapter)
-    print(f"{args.data}: {len(examples)} questions"
-          + (f" ({skipped} in the set have no database here and are never asked)" if skipped else "")
-          + f"; model {engine.name} ({engine.backend}); stages {options.stages.label()}", file=sys.stderr)
-    with tqdm(total=len(examples), desc=args.data, unit="q", file=sys.stderr) as bar:
-        summary = evaluate(examples, engine, options=options, out=args.out, progress=bar)
+    everything, examples = _load(args, admin_dsn, for_gold=False)
+    skipped = sum(not ex.answerable for ex in everything)
+    # stdout is the summary alone: whatever the model libraries print while loading or generating (e.g.
+    # deepspeed's import-time warning, which accelerate triggers when deepspeed is installed) goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        engine = load_engine(args.model, backend=args.backend, adapter=args.adapter)
+        print(f"{args.data}: {len(examples)} questions"
+              + (f" ({skipped} in the set have no database or question here and are never asked)" if skipped else "")
+              + f"; model {engine.name} ({engine.backend}); stages {options.stages.label()}")
+        with tqdm(total=len(examples), desc=_label(args.data), unit="q", file=sys.stderr) as bar:
+            summary = evaluate(examples, engine, options=options, out=args.out, progress=bar)
     print("\n".join(summary.lines()))
     return 0
 
 
-def _check_gold(args: argparse.Namespace) -> int:
-    examples = load_spider(args.data)[: args.limit]
-    report = check_gold(tqdm(examples, desc=f"gold {args.data}", unit="q", file=sys.stderr), timeout=args.timeout)
+def _check_gold(args: argparse.Namespace, admin_dsn: str | None) -> int:
+    _, examples = _load(args, admin_dsn, for_gold=True)
+    report = check_gold(tqdm(examples, desc=f"gold {_label(args.data)}", unit="q", file=sys.stderr),
+                        timeout=args.timeout)
     counts = report.counts
-    print(f"{args.data}: {len(examples)} gold queries — ran {counts['ran']}, "
+    several = report.queries != report.questions
+    print(f"{_label(args.data)}: {report.queries} gold queries"
+          + (f" (the alternatives of {report.questions} questions)" if several else "")
+          + f" — ran {counts['ran']}, "
           f"refused {counts['refused_guard'] + counts['refused_database']} "
           f"(guard {counts['refused_guard']}, database {counts['refused_database']}), "
           f"database errors {counts['error']}, timeouts {counts['timeout']}, missing database {counts['missing_db']}")
+    if several:
+        print(f"  questions whose every gold alternative ran: {report.questions_all_ran}/{report.questions}")
     for ex, why in report.refusals[:20]:
         print(f"  REFUSED #{ex.index} [{ex.db_id}] {why}: {ex.gold_sql}")
     for ex, why in report.errors[:20]:
         print(f"  ERROR   #{ex.index} [{ex.db_id}] {why}: {ex.gold_sql}")
     return 2 if report.refusals else 0
+
+
+def _label(data: str) -> str:
+    return data if data in DATA_SETS else Path(data).name
 
 
 if __name__ == "__main__":

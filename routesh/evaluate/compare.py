@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import json
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -90,4 +91,8 @@ def _normal(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, dt.timedelta):  # a PostgreSQL interval
         return _normal(value.total_seconds())
+    if isinstance(value, (list, tuple)):  # a PostgreSQL array (or a row value)
+        return tuple(_normal(v) for v in value)
+    if isinstance(value, dict):  # json/jsonb
+        return json.dumps(value, sort_keys=True, default=str)
     return value

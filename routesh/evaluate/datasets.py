@@ -1,16 +1,25 @@
-"""Benchmark data sets: where they live and how to read them into Examples."""
+"""Benchmark data sets: where they live and how to read them into Examples.
+
+`--data` names one of DATA_SETS or a FILE (JSON or JSONL examples, see load_file)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from routesh.db import Database, connect
+from routesh.db.dsn import parse_dsn
+from routesh.db.sqlite import SqliteDatabase
 from routesh.errors import UsageError
+from routesh.evaluate.alternatives import expand_gold
 
 DATA_ENV = "ROUTESH_DATA_DIR"
 SPIDER_SPLITS = ("spider-dev", "spider-train")
+DEFOG = "postgres-defog"
+DATA_SETS = (*SPIDER_SPLITS, DEFOG)
 
 
 @dataclass(frozen=True)
@@ -18,8 +27,38 @@ class Example:
     index: int
     db_id: str
     question: str | None  # None for train_others, whose questions are not in shared/data
-    gold_sql: str
-    db_path: Path | None  # None when the database file is missing (wta_1, baseball_1, soccer_1)
+    gold_sql: str  # as the data set writes it (postgres-defog: a cell with alternatives)
+    db_path: Path | None  # a SQLite file; None when it is missing (wta_1, baseball_1, soccer_1) or not SQLite
+    dsn: str | None = None  # a PostgreSQL database (FILE records; postgres-defog once loaded on a server)
+    hint: str | None = None  # extra instructions for the pipeline (postgres-defog's `instructions`)
+    category: str | None = None  # postgres-defog's query_category (Spider hardness is computed instead)
+    dialect: str = "sqlite"
+    setup_sql: Path | None = None  # postgres-defog: the DDL+INSERT file that creates the database on a server
+    golds: tuple[str, ...] = field(default=())  # the gold alternatives; () means just gold_sql
+
+    @property
+    def alternatives(self) -> tuple[str, ...]:
+        return self.golds or (self.gold_sql,)
+
+    @property
+    def answerable(self) -> bool:
+        """It has a question, and a database here (or one routesh-eval can load on a server)."""
+        return self.question is not None and (
+            self.db_path is not None or self.dsn is not None or self.setup_sql is not None)
+
+
+def open_database(ex: Example) -> Database:
+    """The example's database, read-only: its SQLite file, or its PostgreSQL DSN."""
+    if ex.db_path is not None:
+        return SqliteDatabase.open(ex.db_path)
+    if ex.dsn is not None:
+        return connect(ex.dsn)
+    raise UsageError(f"example {ex.index} ({ex.db_id}) has no database here")
+
+
+def database_key(ex: Example) -> str:
+    """Which database an example runs on (to open each one once)."""
+    return str(ex.db_path) if ex.db_path is not None else str(ex.dsn)
 
 
 def data_dir() -> Path:
@@ -52,3 +91,129 @@ def load_spider(split: str) -> list[Example]:
 def _spider_db(root: Path, db_id: str) -> Path | None:
     path = root / "database" / db_id / f"{db_id}.sqlite"
     return path if path.is_file() else None
+
+
+# ---- postgres-defog ---------------------------------------------------------------------------------
+
+def defog_dir() -> Path:
+    return data_dir() / "postgres-defog"
+
+
+def load_defog() -> list[Example]:
+    """defog sql-eval's 210 PostgreSQL questions over 11 databases (databases/<db>.sql). The examples
+    have no DSN yet: pgload.attach_databases loads their databases on a server and fills it in."""
+    root = defog_dir()
+    path = root / "questions_gen_postgres.csv"
+    if not path.is_file():
+        raise UsageError(f"cannot find {path}")
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    out = []
+    for i, row in enumerate(rows):
+        setup = root / "databases" / f"{row['db_name']}.sql"
+        out.append(Example(
+            index=i, db_id=row["db_name"], question=row["question"], gold_sql=row["query"], db_path=None,
+            hint=(row.get("instructions") or "").strip() or None, category=row.get("query_category") or None,
+            dialect="postgres", setup_sql=setup if setup.is_file() else None, golds=expand_gold(row["query"]),
+        ))
+    return out
+
+
+# ---- FILE ---------------------------------------------------------------------------------------------
+
+FILE_FIELDS = frozenset({"question", "query", "db_id", "db_path", "dsn", "hint", "category"})
+_SPIDER_EXTRAS = frozenset({"query_toks", "query_toks_no_value", "question_toks", "sql"})  # dev.json's, ignored
+
+
+def load_file(path: Path, *, db_dir: Path | None = None) -> list[Example]:
+    """Examples from a JSON list or a JSONL file of records {question, query, db_id, db_path | dsn, hint?,
+    category?}. db_path is a SQLite file relative to the file's folder; dsn a PostgreSQL DSN. Without
+    either, --db-dir DIR gives DIR/<db_id>/<db_id>.sqlite (Spider's layout; a missing file there is
+    skipped, as Spider's missing databases are). Spider's dev.json is such a file. Anything else is a
+    UsageError naming the file and the record (counted from 1)."""
+    path = Path(path)
+    if db_dir is not None and not Path(db_dir).is_dir():
+        raise UsageError(f"--db-dir {db_dir}: no such directory")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"{path}: cannot read it ({err})") from None
+    return [_record(path, n, record, db_dir) for n, record in enumerate(_records(path, text), start=1)]
+
+
+def _records(path: Path, text: str) -> list[object]:
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(data, list):
+            raise UsageError(f"{path}: expected a JSON list of records")
+        return data
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise UsageError(f"{path}: record {len(records) + 1} (line {number}) "
+                             f"is not valid JSON ({err.msg})") from None
+    if not records:
+        raise UsageError(f"{path}: no records (expected a JSON list or one JSON object per line)")
+    return records
+
+
+def _record(path: Path, n: int, record: object, db_dir: Path | None) -> Example:
+    where = f"{path}: record {n}"
+    if not isinstance(record, dict):
+        raise UsageError(f"{where}: expected an object, got {type(record).__name__}")
+    unknown = sorted(set(record) - FILE_FIELDS - _SPIDER_EXTRAS)
+    if unknown:
+        raise UsageError(f"{where}: unknown field(s) {', '.join(unknown)}; "
+                         f"expected {', '.join(sorted(FILE_FIELDS))}")
+    missing = [name for name in ("question", "query", "db_id") if not _text(record.get(name))]
+    if missing:
+        raise UsageError(f"{where}: missing or empty field(s) {', '.join(missing)}")
+    for name in ("db_path", "dsn", "hint", "category"):
+        if record.get(name) is not None and not isinstance(record[name], str):
+            raise UsageError(f"{where}: field {name} must be a string")
+    db_id = record["db_id"]
+    db_path, dsn, dialect = None, None, "sqlite"
+    if record.get("db_path") and record.get("dsn"):
+        raise UsageError(f"{where}: give db_path or dsn, not both")
+    if record.get("db_path"):
+        db_path = (path.parent / record["db_path"]).expanduser()
+        if not db_path.is_file():
+            raise UsageError(f"{where}: db_path {record['db_path']} is not a file "
+                             f"(paths are relative to {path.parent})")
+        db_path = db_path.resolve()
+    elif record.get("dsn"):
+        dsn = record["dsn"]
+        dialect = parse_dsn(dsn).dialect
+        if dialect == "sqlite":
+            raise UsageError(f"{where}: dsn must name a PostgreSQL database (use db_path for a SQLite file)")
+    elif db_dir is not None:
+        candidate = Path(db_dir) / db_id / f"{db_id}.sqlite"
+        db_path = candidate.resolve() if candidate.is_file() else None
+    else:
+        raise UsageError(f"{where}: no database: give db_path or dsn (or pass --db-dir for Spider's layout)")
+    return Example(index=n - 1, db_id=db_id, question=record["question"], gold_sql=record["query"], db_path=db_path,
+                   dsn=dsn, hint=_text(record.get("hint")), category=_text(record.get("category")), dialect=dialect)
+
+
+def _text(value: object) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def load_data(name: str, *, db_dir: Path | None = None) -> list[Example]:
+    """`--data`: a data set's name or a FILE."""
+    if name in SPIDER_SPLITS:
+        return load_spider(name)
+    if name == DEFOG:
+        return load_defog()
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise UsageError(f"--data {name}: neither a data set ({', '.join(DATA_SETS)}) nor a file")
+    return load_file(path, db_dir=db_dir)

@@ -1,5 +1,11 @@
 """Run the pipeline over a data set and measure it: one JSONL receipt per question (written as it
-goes, so a crashed run resumes where it stopped), then a summary."""
+goes, so a crashed run resumes where it stopped), then a summary.
+
+A question is correct when the predicted SQL's result matches the result of ANY of the example's gold
+alternatives (one for Spider; postgres-defog's cells expand to several, see alternatives.py) under the
+Spider test-suite rule of compare.results_match. Receipts also record `correct_subset`: the same with
+extra predicted columns allowed (sql-eval's lenient "subset" rule), reported beside it for sets with
+categories."""
 
 from __future__ import annotations
 
@@ -8,17 +14,16 @@ import random
 import statistics
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from routesh.db.base import ExecOptions
+from routesh.db.base import Database, ExecOptions
 from routesh.db.schema import Schema
-from routesh.db.sqlite import SqliteDatabase
 from routesh.engine.base import Engine
-from routesh.errors import RoutesError
-from routesh.evaluate.compare import order_matters, results_match
-from routesh.evaluate.datasets import Example
+from routesh.errors import RoutesError, UsageError
+from routesh.evaluate.compare import any_match
+from routesh.evaluate.datasets import Example, database_key, open_database
 from routesh.pipeline import sqlutil
 from routesh.pipeline.pipeline import Pipeline, PipelineOptions
 
@@ -41,6 +46,11 @@ class Receipt:
     stages: str
     events: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None  # why the comparison itself failed (e.g. the gold query errored)
+    # Added with postgres-defog; receipts written before have none of these and load with the defaults.
+    category: str | None = None  # the data set's own category (postgres-defog's query_category)
+    correct_subset: bool | None = None  # correct when extra predicted columns are allowed (sql-eval "subset")
+    matched_alternative: int | None = None  # which gold alternative matched (0-based), when correct
+    alternatives: int = 1  # how many gold alternatives the example has
 
 
 @dataclass
@@ -53,6 +63,9 @@ class Summary:
     median_seconds: float
     p90_seconds: float
     mean_tokens: float
+    by_category: dict[str, tuple[int, int]] = field(default_factory=dict)  # category → (correct, total)
+    correct_subset: int = 0  # correct with extra predicted columns allowed
+    crashed: int = 0  # questions the pipeline crashed on (receipts whose error starts with "crashed:")
 
     @property
     def accuracy(self) -> float:
@@ -61,20 +74,29 @@ class Summary:
     def lines(self) -> list[str]:
         out = [f"execution accuracy: {self.accuracy:.1%} ({self.correct}/{self.total}); "
                f"abstained {self.abstained}"]
-        for level in ("easy", "medium", "hard", "extra"):
-            right, n = self.by_hardness.get(level, (0, 0))
-            if n:
-                out.append(f"  {level:6}: {right / n:6.1%} ({right}/{n})")
+        if self.by_category:  # a set with its own categories (postgres-defog): those, not Spider hardness
+            out.append(f"  lenient, extra predicted columns allowed (sql-eval subset): "
+                       f"{self.correct_subset / self.total:.1%} ({self.correct_subset}/{self.total})")
+            out.append("  by category:")
+            for category, (right, n) in sorted(self.by_category.items()):
+                out.append(f"  {category:14}: {right / n:6.1%} ({right}/{n})")
+        else:
+            for level in ("easy", "medium", "hard", "extra"):
+                right, n = self.by_hardness.get(level, (0, 0))
+                if n:
+                    out.append(f"  {level:6}: {right / n:6.1%} ({right}/{n})")
         for stage, (taken, ran) in sorted(self.stage_accepted.items()):
             out.append(f"  stage {stage:6}: accepted {taken}/{ran}")
+        if self.crashed:
+            out.append(f"  crashed (counted wrong; see the receipts' error): {self.crashed}")
         out.append(f"seconds per question: median {self.median_seconds:.2f}, p90 {self.p90_seconds:.2f}; "
                    f"tokens per question: {self.mean_tokens:.0f}")
         return out
 
 
 def sample(examples: Sequence[Example], *, limit: int | None, seed: int | None) -> list[Example]:
-    """The answerable examples (database present), then a seeded random sample or the first `limit`."""
-    usable = [ex for ex in examples if ex.db_path is not None]
+    """The answerable examples (a question and a database), then a seeded random sample or the first `limit`."""
+    usable = [ex for ex in examples if ex.answerable]
     if limit is None or limit >= len(usable):
         return usable
     if seed is None:
@@ -86,20 +108,23 @@ def sample(examples: Sequence[Example], *, limit: int | None, seed: int | None) 
 def evaluate(examples: Iterable[Example], engine: Engine, *, options: PipelineOptions, out: Path | None,
              progress: Any = None) -> Summary:
     """Ask every question; skip those whose receipt `out` already holds."""
+    examples = list(examples)
     done = load_receipts(out) if out else {}
+    _check_resumable(out, done, examples)
     receipts = list(done.values())
     handle = _append(out) if out else None
-    databases: dict[str, tuple[SqliteDatabase, Schema]] = {}  # opened and introspected once per run
+    databases: dict[str, tuple[Database, Schema]] = {}  # opened and introspected once per run
     try:
         for ex in examples:
             if ex.index in done:
                 if progress is not None:
                     progress.update(1)
                 continue
-            if ex.db_id not in databases:
-                db = SqliteDatabase.open(ex.db_path)
-                databases[ex.db_id] = (db, db.introspect(samples=5))
-            receipt = ask_one(ex, *databases[ex.db_id], engine, options)
+            where = database_key(ex)
+            if where not in databases:
+                db = open_database(ex)
+                databases[where] = (db, db.introspect(samples=5))
+            receipt = ask_one(ex, *databases[where], engine, options)
             receipts.append(receipt)
             if handle:
                 handle.write(json.dumps(asdict(receipt), ensure_ascii=False, default=str) + "\n")
@@ -116,24 +141,58 @@ def evaluate(examples: Iterable[Example], engine: Engine, *, options: PipelineOp
     return summarize(receipts)
 
 
-def ask_one(ex: Example, db: SqliteDatabase, schema: Schema, engine: Engine, options: PipelineOptions) -> Receipt:
+def ask_one(ex: Example, db: Database, schema: Schema, engine: Engine, options: PipelineOptions) -> Receipt:
     started = time.perf_counter()
-    answer = Pipeline(engine, db, schema, options=options).ask(ex.question or "")
+    events: list[Any] = []
+    try:
+        answer = Pipeline(engine, db, schema, options=options, on_event=events.append).ask(ex.question or "", ex.hint)
+    except RecursionError:
+        # sqlglot recurses past Python's limit on some degenerate model output (e.g. FLOOR( repeated a few
+        # hundred times). That is a bug outside this module; record the question as wrong and go on.
+        return _crashed(ex, options, events, time.perf_counter() - started, "RecursionError in the pipeline")
     seconds = time.perf_counter() - started
-    correct, error = False, None
+    correct, subset, matched, error = False, False, None, None
     if answer.sql is not None:
-        try:
-            gold = db.execute(ex.gold_sql, options=_COMPARE)
-            predicted = db.execute(answer.sql, options=_COMPARE)
-            correct = results_match(gold.rows, predicted.rows, ordered=order_matters(ex.gold_sql))
-        except RoutesError as err:
-            error = str(err)
+        correct, subset, matched, error = _judge(ex, db, answer.sql)
     return Receipt(
         index=ex.index, db_id=ex.db_id, question=ex.question or "", gold_sql=ex.gold_sql,
-        hardness=_level(ex.gold_sql), predicted_sql=answer.sql, correct=correct, abstained=answer.abstained,
-        reason=answer.reason, seconds=round(seconds, 3), tokens=answer.tokens, stages=options.stages.label(),
-        events=[e.as_dict() for e in answer.events], error=error,
+        hardness=_level(ex.alternatives[0], ex.dialect), predicted_sql=answer.sql, correct=correct,
+        abstained=answer.abstained, reason=answer.reason, seconds=round(seconds, 3), tokens=answer.tokens,
+        stages=options.stages.label(), events=[e.as_dict() for e in answer.events], error=error,
+        category=ex.category, correct_subset=subset, matched_alternative=matched, alternatives=len(ex.alternatives),
     )
+
+
+def _crashed(ex: Example, options: PipelineOptions, events: list[Any], seconds: float, why: str) -> Receipt:
+    return Receipt(
+        index=ex.index, db_id=ex.db_id, question=ex.question or "", gold_sql=ex.gold_sql,
+        hardness=_level(ex.alternatives[0], ex.dialect), predicted_sql=None, correct=False, abstained=False,
+        reason=f"crashed: {why}", seconds=round(seconds, 3), tokens=0, stages=options.stages.label(),
+        events=[e.as_dict() for e in events], error=f"crashed: {why}", category=ex.category, correct_subset=False,
+        alternatives=len(ex.alternatives),
+    )
+
+
+def _judge(ex: Example, db: Database, predicted_sql: str) -> tuple[bool, bool, int | None, str | None]:
+    """(correct, correct with extra columns allowed, the matching alternative, why the comparison failed).
+    A gold alternative that fails to run is skipped; the error is reported only when none matched."""
+    try:
+        predicted = db.execute(predicted_sql, options=_COMPARE).rows
+    except RoutesError as err:
+        return False, False, None, f"predicted: {err}"
+    golds, problems = [], []
+    for k, sql in enumerate(ex.alternatives):
+        try:
+            golds.append((sql, db.execute(sql, options=_COMPARE).rows))
+        except RoutesError as err:
+            problems.append(f"gold alternative {k + 1}: {err}" if len(ex.alternatives) > 1 else str(err))
+            golds.append((sql, None))
+    ran = [(k, g) for k, g in enumerate(golds) if g[1] is not None]
+    strict = any_match([g for _, g in ran], predicted)
+    if strict is not None:
+        return True, True, ran[strict][0], None
+    lenient = any_match([g for _, g in ran], predicted, extra_columns=True) is not None
+    return False, lenient, None, "; ".join(problems) or None
 
 
 def summarize(receipts: Sequence[Receipt]) -> Summary:
@@ -149,9 +208,19 @@ def summarize(receipts: Sequence[Receipt]) -> Summary:
                 counts[0] += bool(event["accepted"])
                 counts[1] += 1
     seconds = sorted(r.seconds for r in receipts) or [0.0]
+    by_category: dict[str, list[int]] = {}
+    categorised = any(r.category for r in receipts)
+    for r in receipts:
+        if categorised:
+            bucket = by_category.setdefault(r.category or "(none)", [0, 0])
+            bucket[0] += r.correct
+            bucket[1] += 1
     return Summary(
         total=len(receipts), correct=sum(r.correct for r in receipts), abstained=sum(r.abstained for r in receipts),
         by_hardness={k: (v[0], v[1]) for k, v in by_hardness.items()},
+        by_category={k: (v[0], v[1]) for k, v in by_category.items()},
+        crashed=sum(bool(r.error and r.error.startswith("crashed:")) for r in receipts),
+        correct_subset=sum(bool(r.correct if r.correct_subset is None else r.correct_subset) for r in receipts),
         stage_accepted={k: (v[0], v[1]) for k, v in stages.items()},
         median_seconds=statistics.median(seconds), p90_seconds=seconds[min(len(seconds) - 1, int(0.9 * len(seconds)))],
         mean_tokens=statistics.mean(r.tokens for r in receipts) if receipts else 0.0,
@@ -166,8 +235,12 @@ def _append(path: Path) -> Any:
     return handle
 
 
+_RECEIPT_FIELDS = {f.name for f in fields(Receipt)}
+
+
 def load_receipts(path: Path) -> dict[int, Receipt]:
-    """Receipts already written; a last line cut short by a crash is ignored."""
+    """Receipts already written; a last line cut short by a crash is ignored. Older receipts (without
+    the fields added since) load with their defaults; fields this version does not know are dropped."""
     if not path.exists():
         return {}
     out: dict[int, Receipt] = {}
@@ -176,13 +249,27 @@ def load_receipts(path: Path) -> dict[int, Receipt]:
             data = json.loads(line)
         except json.JSONDecodeError:
             continue
-        receipt = Receipt(**data)
+        if not isinstance(data, dict):
+            continue
+        try:
+            receipt = Receipt(**{k: v for k, v in data.items() if k in _RECEIPT_FIELDS})
+        except TypeError:  # a line missing required fields: not a receipt
+            continue
         out[receipt.index] = receipt
     return out
 
 
-def _level(sql: str) -> str:
+def _check_resumable(out: Path | None, done: dict[int, Receipt], examples: Sequence[Example]) -> None:
+    """Resuming into receipts of another data set would silently mix them: refuse."""
+    for ex in examples:
+        receipt = done.get(ex.index)
+        if receipt is not None and (receipt.db_id, receipt.question) != (ex.db_id, ex.question or ""):
+            raise UsageError(f"{out} holds receipts of another data set (receipt {ex.index} is about "
+                             f"{receipt.db_id!r}, not {ex.db_id!r}); use another --out")
+
+
+def _level(sql: str, dialect: str = "sqlite") -> str:
     try:
-        return sqlutil.hardness(sql, "sqlite").level
+        return sqlutil.hardness(sql, dialect).level
     except ValueError:
         return "unknown"
