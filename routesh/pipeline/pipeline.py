@@ -15,7 +15,6 @@ Every step emits a StageEvent. Candidates run read-only through the guard, with 
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
@@ -24,7 +23,7 @@ from routesh.db.base import Database, ExecOptions, Result
 from routesh.db.schema import Schema
 from routesh.engine.base import ChatRequest, Completion, Engine, GenerationParams
 from routesh.errors import QueryCancelled, RoutesError
-from routesh.pipeline import sqlutil
+from routesh.pipeline import linking, sqlutil
 from routesh.pipeline.stages import Answer, EventSink, StageConfig, StageEvent
 
 
@@ -41,7 +40,7 @@ class PipelineOptions:
     cw_fraction: float = 0.5  # where continuation writing cuts the candidate
 
 
-_SQL_STOP = ("\n```\n",)  # the end of the ```sql block, when prose follows it
+SQL_STOP = ("\n```\n",)  # the end of the ```sql block, when prose follows it (finetune uses it too)
 
 
 @dataclass
@@ -124,7 +123,7 @@ class Pipeline:
                     prompts.ts_prompt(full_text, self.dialect, question, hint)]
         started = time.perf_counter()
         sl_out, ts_out = self.engine.generate(requests, GenerationParams(max_new_tokens=self.options.sql_tokens,
-                                                                         stop=_SQL_STOP))
+                                                                         stop=SQL_STOP))
         seconds = time.perf_counter() - started
         linked = self._known(prompts.parse_sl_reply(sl_out.text) or {})
         self._emit("sl", _columns_summary(linked) or "no usable tables in the reply", raw=sl_out.text,
@@ -135,8 +134,8 @@ class Pipeline:
         used = self._usage(pseudo)
         self._emit("pseudo", _one_line(pseudo) if pseudo else "no SQL in the reply", raw=ts_out.text,
                    artifact=pseudo, accepted=pseudo is not None, completion=ts_out, seconds=seconds / 2)
-        keep = _union(linked, used)
-        bridged = _bridge(self.schema, keep)
+        keep = linking.union(linked, used)
+        bridged = linking.bridge(self.schema, keep)
         if not keep:  # nothing linked: keep the whole schema rather than an empty one
             keep = {t.display_name: {c.name for c in t.columns} for t in self.schema.tables}
         self._emit("merge", f"{len(keep)} of {len(self.schema.tables)} tables kept"
@@ -216,7 +215,7 @@ class Pipeline:
             self._on_start(stage)
 
     def _call(self, request: ChatRequest, *, draft: str | None) -> Completion:
-        params = GenerationParams(max_new_tokens=self.options.sql_tokens, stop=_SQL_STOP, prompt_lookup=True,
+        params = GenerationParams(max_new_tokens=self.options.sql_tokens, stop=SQL_STOP, prompt_lookup=True,
                                   draft_text=draft or "")
         return self.engine.generate([request], params)[0]
 
@@ -235,30 +234,13 @@ class Pipeline:
         return trial
 
     def _known(self, linked: Mapping[str, list[str]]) -> dict[str, set[str]]:
-        """Only names that exist in this schema, spelled as the schema spells them. A reply shaped like
-        the format's template, {"table": [tables], "column": [columns]} (a base model's habit), is read
-        as what it says: those tables, and those columns wherever the named tables have them."""
-        linked = _untemplate(linked, self.schema)
-        out: dict[str, set[str]] = {}
-        for table_name, columns in linked.items():
-            table = self.schema.table(str(table_name).strip().strip('"'))
-            if table is None:
-                continue
-            kept = out.setdefault(table.display_name, set())
-            for name in columns:
-                if str(name).strip() == "*":  # `SELECT *` / `T1.*`: the query uses every column
-                    kept.update(c.name for c in table.columns)
-                    continue
-                column = table.column(str(name).strip().strip('"'))
-                if column is not None:
-                    kept.add(column.name)
-        return out
+        return linking.known_columns(self.schema, linked)
 
     def _usage(self, sql: str | None) -> dict[str, set[str]]:
         if not sql:
             return {}
         usage = sqlutil.tables_and_columns(sql, self.dialect, self.schema)
-        found = {t: set(usage.columns.get(t, ())) for t in usage.tables}
+        found = {t: set(usage.columns.get(t, ())) for t in sorted(usage.tables, key=str.lower)}  # stable order
         return self._known({t: sorted(c) for t, c in found.items()})
 
     def _abstain(self, reason: str) -> Answer:
@@ -278,82 +260,6 @@ class Pipeline:
         self._answer.events.append(event)
         if self._on_event:
             self._on_event(event)
-
-
-_TABLE_KEYS, _COLUMN_KEYS = ("table", "tables"), ("column", "columns")
-
-
-def _untemplate(linked: Mapping[str, list[str]], schema: Schema) -> Mapping[str, list[str]]:
-    keys = {k.lower(): k for k in linked}
-    table_key = next((keys[k] for k in _TABLE_KEYS if k in keys and schema.table(keys[k]) is None), None)
-    column_key = next((keys[k] for k in _COLUMN_KEYS if k in keys and schema.table(keys[k]) is None), None)
-    if table_key is None and column_key is None:
-        return linked
-    out: dict[str, list[str]] = {k: list(v) for k, v in linked.items() if k not in (table_key, column_key)}
-    named = [t for t in (schema.table(str(n)) for n in linked.get(table_key, []) if table_key) if t is not None]
-    for table in named:
-        out.setdefault(table.display_name, [])
-    for column in linked.get(column_key, []) if column_key else []:
-        homes = [t for t in (named or schema.tables) if t.column(str(column)) is not None]
-        if len(homes) == 1 or named:  # a column of several named tables goes to each of them
-            for table in homes:
-                out.setdefault(table.display_name, []).append(str(column))
-    return out
-
-
-def _union(*parts: Mapping[str, set[str]]) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for part in parts:
-        for table, columns in part.items():
-            out.setdefault(table, set()).update(columns)
-    return out
-
-
-def _bridge(schema: Schema, keep: dict[str, set[str]]) -> set[str]:
-    """Add the tables on the shortest foreign-key paths that connect the kept tables (a linking step
-    that names two tables often forgets the table that joins them). Returns what was added."""
-    graph: dict[str, set[str]] = {t.display_name: set() for t in schema.tables}
-    for table in schema.tables:
-        for fk in table.foreign_keys:
-            target = schema.table(fk.ref_table)
-            if target is not None:
-                graph[table.display_name].add(target.display_name)
-                graph[target.display_name].add(table.display_name)
-    kept = [t for t in keep if t in graph]
-    if len(kept) < 2:
-        return set()
-    added: set[str] = set()
-    connected = {kept[0]}
-    for target in kept[1:]:
-        path = _shortest_path(graph, connected | added, target)
-        if path:
-            for table in path:
-                if table not in keep:
-                    keep[table] = set()
-                    added.add(table)
-            connected.update(path)
-        connected.add(target)
-    return added
-
-
-def _shortest_path(graph: dict[str, set[str]], sources: set[str], target: str) -> list[str]:
-    if target in sources:
-        return []
-    previous: dict[str, str | None] = {s: None for s in sources}
-    queue = deque(sources)
-    while queue:
-        node = queue.popleft()
-        for neighbour in sorted(graph.get(node, ())):
-            if neighbour not in previous:
-                previous[neighbour] = node
-                if neighbour == target:
-                    path, step = [], neighbour
-                    while step is not None:
-                        path.append(step)
-                        step = previous[step]
-                    return path[::-1]
-                queue.append(neighbour)
-    return []
 
 
 def _empty_or_failed(trial: _Trial) -> bool:

@@ -1,0 +1,400 @@
+"""finetune/: the four ROUTE task datasets built from Spider train, and training on them.
+
+The data tests use the real Spider train questions and databases in ../shared/data; the prompts are
+checked byte for byte against the requests the real Pipeline makes (a recording engine stands in for
+the model). The training test runs 5 real optimizer steps on the catalog test model (smollm2-135m)
+and loads the adapter back into routesh."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+
+from routesh import prompts
+from routesh.db.sqlite import SqliteDatabase
+from routesh.engine.base import ChatRequest, Completion, GenerationParams
+from routesh.evaluate.compare import order_matters, results_match
+from routesh.db.base import ExecOptions
+from routesh.errors import RoutesError
+from routesh.pipeline import sqlutil
+from routesh.pipeline.pipeline import Pipeline
+from tests.helpers import REPO, SHARED_DATA
+
+from finetune import corrupt
+from finetune.synth import SynthOptions, Synthesizer, build_dataset, read_records, tidy_sql
+
+SPIDER = SHARED_DATA / "spider"
+pytestmark = pytest.mark.skipif(not (SPIDER / "train_spider.json").is_file(), reason="../shared/data/spider is absent")
+
+# Spider train questions the tests look at: single table, aggregate, GROUP BY/HAVING, a join with
+# aliases, ORDER BY, a second join, UNIONs and 3-table joins (hard: continuation writing runs), NOT IN a
+# subquery whose reduced schema needs a bridging table.
+INDICES = (0, 2, 6, 7, 12, 23, 41, 63, 85, 100, 101, 1000, 3000, 3010, 5000)
+
+
+@lru_cache(maxsize=1)
+def spider_train():
+    from routesh.evaluate.datasets import load_spider
+
+    return load_spider("spider-train")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ft-data")
+    build_dataset(out, SynthOptions(seed=0), examples=[spider_train()[i] for i in INDICES], progress=False)
+    return out
+
+
+def records(folder: Path, task: str) -> list[dict]:
+    return list(read_records(folder / f"{task}.jsonl"))
+
+
+@lru_cache(maxsize=None)
+def open_db(db_id: str) -> tuple[SqliteDatabase, object]:
+    db = SqliteDatabase.open(SPIDER / "database" / db_id / f"{db_id}.sqlite")
+    return db, db.introspect(samples=5)
+
+
+# ---- well-formed examples ------------------------------------------------------------------------------
+
+
+def test_every_task_has_well_formed_examples(dataset):
+    card = json.loads((dataset / "card.json").read_text())
+    for task in ("ts", "sl", "nc", "cw"):
+        recs = records(dataset, task)
+        assert recs, f"no {task} examples"
+        assert card["counts"][task] == len(recs)
+        for rec in recs:
+            assert set(rec) == {"task", "messages", "db_id", "source_index", "kind"}
+            assert rec["task"] == task
+            assert [m["role"] for m in rec["messages"]] == ["system", "user", "assistant"]
+            assert all(isinstance(m["content"], str) and m["content"] for m in rec["messages"])
+            ex = spider_train()[rec["source_index"]]
+            assert ex.db_id == rec["db_id"] and ex.question is not None
+            assert rec["messages"][0]["content"].startswith("You are an expert in SQLite SQL.")
+            assert f"Question: {ex.question.strip()}" in rec["messages"][1]["content"]
+            gold = tidy_sql(ex.gold_sql)
+            target = rec["messages"][2]["content"]
+            if task in ("ts", "cw"):
+                assert target == prompts.sql_reply(gold)
+                assert sqlutil.extract_sql(target, "sqlite") == gold  # what the pipeline takes from the reply
+            elif task == "sl":
+                assert prompts.parse_sl_reply(target) is not None
+            else:
+                verdict = prompts.parse_nc_verdict(target)
+                assert verdict is (rec["kind"] in ("gold", "model_correct"))
+                if verdict is False:
+                    assert sqlutil.extract_sql(target, "sqlite") == gold
+    # 12 questions, all with a question and a database; each gives TS twice, SL, NC gold and 1 corruption
+    assert card["examples"]["considered"] == len(INDICES) and card["examples"]["pairs_kept"] == len(INDICES)
+    assert card["counts_by_kind"]["ts"] == {"full": len(INDICES), "reduced": len(INDICES)}
+    assert card["counts_by_kind"]["nc"]["gold"] == len(INDICES)
+    assert sum(n for k, n in card["counts_by_kind"]["nc"].items() if k in corrupt.KINDS) == len(INDICES)
+    assert card["prompts"]["routesh.prompts sha256"] and card["sources"]["train_spider.json"]["sha256"]
+
+
+def test_tidied_gold_runs_as_written():
+    sql = "SELECT avg(age) ,  min(age) FROM singer WHERE name  =  'a  b' GROUP BY country ;"
+    assert tidy_sql(sql) == "SELECT avg(age), min(age) FROM singer WHERE name = 'a  b' GROUP BY country"
+    for ex in spider_train()[:200]:
+        if ex.question is None or ex.db_path is None:
+            continue
+        db, _ = open_db(ex.db_id)
+        try:
+            gold = db.execute(ex.gold_sql, options=ExecOptions(row_limit=10_000))
+        except RoutesError:
+            continue
+        tidy = db.execute(tidy_sql(ex.gold_sql), options=ExecOptions(row_limit=10_000))
+        assert tidy.rows == gold.rows, ex.gold_sql
+
+
+# ---- prompt parity with the pipeline ------------------------------------------------------------------
+
+
+class Recorder:
+    """A scripted model that records every request the pipeline makes."""
+
+    name, backend = "recorder", "test"
+
+    def __init__(self, **replies: str):
+        self.replies = replies
+        self.calls: list[tuple[str, ChatRequest]] = []
+
+    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None) -> list[Completion]:
+        out = []
+        for request in requests:
+            user = request.messages[-1].content
+            task = ("sl" if "Which tables and columns" in user else "nc" if "Is the candidate SQL correct" in user
+                    else "cw" if "Here is the beginning" in user else "ts")
+            self.calls.append((task, request))
+            out.append(Completion(self.replies[task], prompt_tokens=1, output_tokens=1, finish_reason="stop",
+                                  seconds=0.0))
+        return out
+
+    def cancel(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def pipeline_requests(index: int, candidate: str | None = None) -> list[tuple[str, list[dict]]]:
+    """What the pipeline asks, for this question, of a model that links exactly the gold's tables and
+    columns, writes `candidate` (default: the gold) and accepts it."""
+    ex = spider_train()[index]
+    db, schema = open_db(ex.db_id)
+    gold = tidy_sql(ex.gold_sql)
+    usage = sqlutil.tables_and_columns(gold, "sqlite", schema)
+    engine = Recorder(sl=prompts.sl_reply(usage.as_linking()), ts=prompts.sql_reply(candidate or gold),
+                      nc=prompts.NC_CORRECT, cw=prompts.sql_reply(gold))
+    Pipeline(engine, db, schema).ask(ex.question)
+    return [(task, request.as_dicts()) for task, request in engine.calls]
+
+
+def prompt_of(rec: dict) -> list[dict]:
+    return rec["messages"][:-1]
+
+
+@pytest.mark.parametrize("index", [12, 41, 6, 63, 85, 100, 3010])
+def test_prompts_are_byte_identical_to_what_the_pipeline_asks(dataset, index):
+    calls = pipeline_requests(index)
+    tasks = [t for t, _ in calls]
+    assert tasks[:4] == ["sl", "ts", "ts", "nc"]  # linking ‖ pseudo-SQL, generation, correction (+ cw if hard)
+    mine = {task: [r for r in records(dataset, task) if r["source_index"] == index] for task in ("ts", "sl", "nc", "cw")}
+    by_kind = {(r["task"], r["kind"]): r for recs in mine.values() for r in recs}
+    assert prompt_of(by_kind["sl", "gold"]) == calls[0][1]  # schema linking on the full schema
+    assert prompt_of(by_kind["ts", "full"]) == calls[1][1]  # the pseudo-SQL: TS on the full schema
+    assert prompt_of(by_kind["ts", "reduced"]) == calls[2][1]  # generation on the reduced schema
+    assert prompt_of(by_kind["nc", "gold"]) == calls[3][1]  # correction, with the gold's real feedback
+    if "cw" in tasks:  # the gold is hard: continuation writing from the pipeline's own cut
+        assert prompt_of(by_kind["cw", "pipeline_cut"]) == calls[tasks.index("cw")][1]
+    else:
+        ex = spider_train()[index]
+        assert not sqlutil.hardness(tidy_sql(ex.gold_sql), "sqlite").is_hard
+
+
+def test_corrupted_candidates_are_shown_as_the_pipeline_shows_them(dataset):
+    # kinds that add no table: the reduced schema is then the same whatever order step 2 merges in
+    same_tables = {"flip_comparison", "wrong_literal", "wrong_limit", "order_direction", "drop_distinct",
+                   "wrong_aggregate", "drop_group_by", "drop_condition", "and_or", "wrong_column"}
+    checked = 0
+    for rec in records(dataset, "nc"):
+        if rec["kind"] not in same_tables:
+            continue
+        candidate = rec["messages"][1]["content"].split("Candidate SQL:\n```sql\n", 1)[1].split("\n```", 1)[0]
+        calls = pipeline_requests(rec["source_index"], candidate)
+        nc = [request for task, request in calls if task == "nc"]
+        assert nc and prompt_of(rec) == nc[0]
+        checked += 1
+    assert checked >= 3
+
+
+# ---- schema linking targets, checked by hand ---------------------------------------------------------------
+
+SL_EXPECTED = {
+    # SELECT count(*) FROM head WHERE age > 56
+    0: {"head": ["age"]},
+    # SELECT DISTINCT T1.age FROM management AS T2 JOIN head AS T1 ON T1.head_id = T2.head_id WHERE T2.temporary_acting = 'Yes'
+    12: {"head": ["age", "head_ID"], "management": ["head_ID", "temporary_acting"]},
+    # SELECT Theme FROM farm_competition ORDER BY YEAR ASC   (the schema's spelling: Year)
+    23: {"farm_competition": ["Theme", "Year"]},
+    # SELECT T2.Theme FROM city AS T1 JOIN farm_competition AS T2 ON T1.City_ID = T2.Host_city_ID WHERE T1.Population > 1000
+    41: {"city": ["City_ID", "Population"], "farm_competition": ["Host_city_ID", "Theme"]},
+    # SELECT student_id FROM student_course_registrations UNION SELECT student_id FROM student_course_attendance
+    100: {"Student_Course_Attendance": ["student_id"], "Student_Course_Registrations": ["student_id"]},
+}
+
+
+def test_schema_linking_targets_match_hand_checked_answers(dataset):
+    got = {r["source_index"]: json.loads(r["messages"][2]["content"]) for r in records(dataset, "sl")}
+    for index, expected in SL_EXPECTED.items():
+        assert got[index] == expected, spider_train()[index].gold_sql
+
+
+# ---- NC negatives really are wrong ------------------------------------------------------------------------
+
+
+def test_corruption_negatives_return_something_else_than_the_gold(dataset):
+    negatives = [r for r in records(dataset, "nc") if r["kind"] in corrupt.KINDS]
+    assert len(negatives) == len(INDICES)
+    for rec in negatives:
+        ex = spider_train()[rec["source_index"]]
+        db, _ = open_db(ex.db_id)
+        candidate = rec["messages"][1]["content"].split("Candidate SQL:\n```sql\n", 1)[1].split("\n```", 1)[0]
+        gold = db.execute(ex.gold_sql, options=ExecOptions(row_limit=100_000))
+        try:
+            got = db.execute(candidate, options=ExecOptions(row_limit=100_000))
+        except RoutesError as err:
+            assert f"Execution failed: {err}"[:60] in rec["messages"][1]["content"]  # the error is the feedback
+            continue
+        assert not results_match(gold.rows, got.rows, ordered=order_matters(ex.gold_sql)), candidate
+        assert "Execution: The query ran and returned" in rec["messages"][1]["content"]
+
+
+def test_every_corruption_kind_applies_to_some_query():
+    db, schema = open_db("concert_singer")
+    queries = [
+        "SELECT T2.name, count(*) FROM concert AS T1 JOIN stadium AS T2 ON T1.stadium_id = T2.stadium_id "
+        "WHERE T1.year >= 2014 AND T2.capacity > 1000 GROUP BY T1.stadium_id HAVING count(*) > 1 ORDER BY T2.name LIMIT 3",
+        "SELECT DISTINCT country, max(age) FROM singer WHERE is_male = 'F' GROUP BY country",
+    ]
+    import random
+
+    seen = set()
+    for sql in queries:
+        gold = db.execute(sql)
+        for c in corrupt.corruptions(sql, schema, random.Random(0)):
+            seen.add(c.kind)
+            assert c.sql != sql
+            try:
+                db.execute(c.sql)
+            except RoutesError:
+                pass  # a failing corruption is a fine negative: its error becomes the feedback
+        assert gold.rows is not None
+    assert seen == set(corrupt.KINDS)
+
+
+# ---- model generations from receipts -------------------------------------------------------------------------
+
+
+def test_receipts_give_model_positives_and_negatives_and_never_dev(tmp_path):
+    ex = spider_train()[12]
+    right = "SELECT DISTINCT head.age FROM head JOIN management ON head.head_ID = management.head_ID WHERE temporary_acting = 'Yes'"
+    wrong = "SELECT DISTINCT age FROM head"
+    receipts = tmp_path / "receipts.jsonl"
+    lines = [
+        {"index": 12, "db_id": ex.db_id, "question": ex.question, "gold_sql": ex.gold_sql, "predicted_sql": right,
+         "events": [{"stage": "pseudo", "artifact": wrong}, {"stage": "nc", "artifact": "The query ran and ..."}]},
+        # a dev question: must never become training data
+        {"index": 0, "db_id": "concert_singer", "question": "How many singers do we have?",
+         "gold_sql": "SELECT count(*) FROM singer", "predicted_sql": "SELECT count(*) FROM stadium", "events": []},
+    ]
+    receipts.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    card = build_dataset(tmp_path / "out", SynthOptions(seed=0, corruptions_per_question=0),
+                         examples=spider_train()[:20], receipts=receipts, progress=False)
+    assert card["sources"]["receipts"]["matched"] == 1 and card["sources"]["receipts"]["not_in_spider_train"] == 1
+    nc = {r["kind"]: r for r in records(tmp_path / "out", "nc") if r["source_index"] == 12}
+    assert nc["model_correct"]["messages"][2]["content"] == prompts.NC_CORRECT
+    assert right in nc["model_correct"]["messages"][1]["content"]
+    assert nc["model_wrong"]["messages"][2]["content"] == prompts.nc_reply(False, tidy_sql(ex.gold_sql))
+    assert wrong in nc["model_wrong"]["messages"][1]["content"]
+    assert all(r["db_id"] != "concert_singer" for r in records(tmp_path / "out", "nc"))
+
+
+# ---- determinism, and the command ----------------------------------------------------------------------------
+
+
+def run_data(out: Path, *extra: str) -> None:
+    from finetune.__main__ import main
+
+    assert main(["data", "--out", str(out), "--limit", "60", "--quiet", *extra]) == 0
+
+
+def test_same_seed_same_files(tmp_path, capsys):
+    run_data(tmp_path / "a", "--seed", "3")
+    run_data(tmp_path / "b", "--seed", "3")
+    run_data(tmp_path / "c", "--seed", "4")
+    for task in ("ts", "sl", "nc", "cw"):
+        a = (tmp_path / "a" / f"{task}.jsonl").read_bytes()
+        assert a and a == (tmp_path / "b" / f"{task}.jsonl").read_bytes()
+    card_a, card_b = (json.loads((tmp_path / d / "card.json").read_text()) for d in "ab")
+    card_a.pop("seconds"), card_b.pop("seconds")
+    assert json.dumps(card_a, sort_keys=True).replace("/a/", "/b/") == json.dumps(card_b, sort_keys=True)
+    # another seed samples other questions
+    assert (tmp_path / "c" / "ts.jsonl").read_bytes() != (tmp_path / "a" / "ts.jsonl").read_bytes()
+    # the card says what was dropped and why, and which databases are missing
+    card_c = json.loads((tmp_path / "c" / "card.json").read_text())
+    assert card_c["examples"]["considered"] == 60
+    assert sum(card_c["dropped"].values()) + card_c["examples"]["pairs_kept"] == 60
+    printed = json.loads(capsys.readouterr().out.split("\n}\n")[0] + "\n}")
+    assert printed["counts"] == card_a["counts"]
+
+
+def test_card_counts_missing_databases_and_train_others():
+    synth = Synthesizer(SynthOptions())
+    try:
+        wanted = [ex for ex in spider_train() if ex.db_id in ("baseball_1", "soccer_1")][:3]
+        wanted += [ex for ex in spider_train() if ex.question is None][:2]
+        for ex in wanted:
+            assert synth.build(ex) == {"ts": [], "sl": [], "nc": [], "cw": []}
+    finally:
+        synth.close()
+    assert synth.dropped["missing_database"] == 3 and synth.dropped["no_question"] == 2
+    assert sum(synth.missing_dbs.values()) == 3
+
+
+def test_eval_forwards_to_routesh_eval_with_the_adapter(tmp_path, monkeypatch):
+    import routesh.evaluate.cli as eval_cli
+    from finetune.__main__ import main
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "training_card.json").write_text(json.dumps({"base_model": {"spec": "smollm2-135m"}}))
+    seen = []
+    monkeypatch.setattr(eval_cli, "main", lambda argv: seen.append(list(argv)) or 0)
+    assert main(["eval", "--adapter", str(adapter), "--limit", "5", "--stages", "ts"]) == 0
+    assert seen == [["--model", "smollm2-135m", "--adapter", str(adapter), "--limit", "5", "--stages", "ts"]]
+    assert main(["eval", "--adapter", str(adapter), "--model", "x"]) == 0
+    assert seen[-1] == ["--adapter", str(adapter), "--model", "x"]
+    assert main(["eval", "--adapter", str(tmp_path)]) == 1  # not an adapter folder
+
+
+# ---- training -------------------------------------------------------------------------------------------------
+
+
+def shortest_examples(folder: Path, out: Path) -> Path:
+    """One example per task, the shortest: a 5-step CPU run that finishes in about a minute."""
+    out.mkdir(parents=True, exist_ok=True)
+    for task in ("ts", "sl", "nc", "cw"):
+        recs = sorted(records(folder, task), key=lambda r: sum(len(m["content"]) for m in r["messages"]))
+        (out / f"{task}.jsonl").write_text(json.dumps(recs[0]) + "\n")
+    (out / "card.json").write_text((folder / "card.json").read_text())
+    return out
+
+
+@pytest.mark.model
+def test_five_steps_lower_the_loss_and_the_adapter_loads_in_routesh(dataset, tmp_path, model_cache):
+    data = shortest_examples(dataset, tmp_path / "four")
+    adapter = tmp_path / "adapter"
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    command = [sys.executable, "-m", "finetune", "train", "--data", str(data), "--model", "smollm2-135m",
+               "--out", str(adapter), "--steps", "5", "--batch-size", "4", "--grad-accum", "1", "--lr", "1e-3",
+               "--precision", "fp32", "--save-every", "4", "--quiet"]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    card = json.loads((adapter / "training_card.json").read_text())
+    losses = [point["loss"] for point in card["loss_curve"]]
+    assert len(losses) == 5 and losses[-1] < losses[0] * 0.7, losses
+    assert card["base_model"]["gguf_sha256"] and card["base_model"]["weights_sha256"]
+    assert card["data"]["card_sha256"] and card["plan"]["mode"] == "lora"
+    assert (adapter / "adapter_model.safetensors").is_file()
+    assert (adapter / "checkpoints" / "step-4" / "finetune_state.json").is_file()
+
+    from routesh.engine import load_engine
+
+    engine = load_engine("smollm2-135m", adapter=adapter, backend="transformers", progress=False)
+    try:
+        assert engine.adapter == adapter
+        rec = records(data, "ts")[0]
+        request = ChatRequest.of(*[(m["role"], m["content"]) for m in rec["messages"][:-1]])
+        out = engine.generate([request], GenerationParams(max_new_tokens=40))[0]
+        assert out.output_tokens > 0 and out.text.strip()
+    finally:
+        engine.close()
+
+
+@pytest.mark.model
+def test_generated_negatives_come_from_the_model(tmp_path, model_cache):
+    small = [spider_train()[i] for i in (0, 23)]
+    card = build_dataset(tmp_path / "gen", SynthOptions(seed=0, corruptions_per_question=0), examples=small,
+                         generator_spec="smollm2-135m", negatives_limit=2, progress=False)
+    assert card["notes"]["generations"] == 4  # TS on the full and on the reduced schema, per question
+    for rec in records(tmp_path / "gen", "nc"):
+        assert rec["kind"] in ("gold", "model_correct", "model_wrong")
