@@ -162,3 +162,15 @@ def test_enter_continues_sql_until_the_semicolon():
     assert ready_to_submit("how many customers?")
     assert ready_to_submit("\\d customer")
     assert starts_like_sql("(select 1) union (select 2)") and not starts_like_sql("explain the dip in sales")
+
+
+def test_edit_opens_the_last_sql_in_the_editor_and_prefills_the_result(session, tmp_path, monkeypatch):
+    editor = tmp_path / "editor.sh"
+    editor.write_text('#!/bin/sh\nsed -i "s/customer/orders/" "$1"\n')
+    editor.chmod(0o755)
+    monkeypatch.setenv("VISUAL", str(editor))
+    session.last_sql = "SELECT count(*) FROM customer"
+    assert run(session, "\\e").prefill == "SELECT count(*) FROM orders"
+    monkeypatch.setenv("VISUAL", str(tmp_path / "no-such-editor"))
+    with pytest.raises(UsageError, match="editor not found"):
+        run(session, "\\e")
