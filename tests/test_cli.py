@@ -128,7 +128,7 @@ def test_bad_files(tmp_path, setup, message):
     (["mysql://localhost/db", "--sql", "SELECT 1"], "unsupported database URL scheme"),
     (["x.db", "--format", "xml"], "invalid choice"),
     (["x.db", "--row-limit", "0"], "at least 1"),
-    (["x.db", "--yes"], "--yes only applies with --sql"),
+    (["x.db", "--yes"], "--yes only applies with -e or --sql"),
 ])
 def test_usage_errors_exit_1(args, message):
     run = routesh(*args)
