@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import threading
+import warnings
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -88,7 +89,9 @@ class TransformersEngine:
         with self._busy:
             self._drop_adapter()
             try:
-                self.model = PeftModel.from_pretrained(self.base_model, str(path)).eval()
+                with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours to fix
+                    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                    self.model = PeftModel.from_pretrained(self.base_model, str(path)).eval()
             except Exception as err:
                 raise ModelError(f"cannot apply the adapter in {path}: {type(err).__name__}: {err}") from None
             self.adapter = Path(path)
