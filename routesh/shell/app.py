@@ -112,13 +112,9 @@ def _handle(session: ShellSession, text: str, *, confirming: bool = False) -> bo
     try:
         if is_command(text) or commands.find(text):
             return _command(session, text)
-        if confirming:  # generated SQL the user accepted (or edited): SQL unless it is now a question
-            kind = classify(text, session.schema(wait=False), session.db.dialect)
-            if kind.kind == "sql" or starts_like_sql(text):
-                run_sql(session, text)
-                return True
         kind = classify(text, session.schema(wait=False), session.db.dialect)
-        if kind.kind == "sql":
+        # generated SQL the user accepted (or edited) stays SQL, even if its tables are misspelt now
+        if kind.kind == "sql" or (confirming and starts_like_sql(text)):
             run_sql(session, text)
         else:
             if kind.note:
