@@ -52,7 +52,7 @@ from routesh.evaluate.datasets import Example, data_dir, load_spider
 from routesh.pipeline import sqlutil
 from routesh.pipeline import linking
 from routesh.pipeline.linking import reduced_keep
-from routesh.pipeline.pipeline import SQL_STOP, PipelineOptions
+from routesh.pipeline.pipeline import SCHEMA_SAMPLES, SQL_STOP, PipelineOptions
 from routesh.pipeline.sqlutil import Usage
 
 from finetune import corrupt
@@ -60,7 +60,6 @@ from finetune.filter import DROP_REASONS, Execution, execute, gold_drop_reason, 
 
 TASKS = ("ts", "sl", "nc", "cw")
 DIALECT = "sqlite"
-_INTROSPECT_SAMPLES = 5  # routesh-eval introspects with 5 sample values per column (runner.evaluate)
 _MODEL_STAGES = ("pseudo", "ts", "fallback", "nc", "cw", "final")  # receipt events that may carry SQL
 
 
@@ -157,7 +156,7 @@ class Synthesizer:
         if entry is None:
             assert ex.db_path is not None
             db = SqliteDatabase.open(ex.db_path)
-            entry = self._dbs[ex.db_id] = _Db(db, db.introspect(samples=_INTROSPECT_SAMPLES))
+            entry = self._dbs[ex.db_id] = _Db(db, db.introspect(samples=SCHEMA_SAMPLES))
         return entry
 
     def rng(self, ex: Example, purpose: str) -> random.Random:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import threading
 
 from routesh.db import Database, ExecOptions
+from routesh.db.cancellable import run_cancellable
 from routesh.errors import Abstained, UsageError
+from routesh.pipeline.pipeline import SCHEMA_SAMPLES, Pipeline, PipelineOptions
 from routesh.pipeline.stages import Answer, StageConfig
 
 
@@ -24,7 +25,7 @@ def run_text(db: Database, text: str, *, run: bool, fmt: str, options: ExecOptio
     text = text.strip()
     if is_command(text):
         raise UsageError("-e takes a question or a SQL statement, not a shell command")
-    schema = db.introspect(samples=5)
+    schema = db.introspect(samples=SCHEMA_SAMPLES)
     if classify(text, schema, db.dialect).kind == "sql":
         return run_one(db, text, run=run, fmt=fmt, options=options)
     answer = _ask(db, schema, text, model=model, backend=backend, stages=stages)
@@ -35,37 +36,14 @@ def run_text(db: Database, text: str, *, run: bool, fmt: str, options: ExecOptio
 
 def _ask(db: Database, schema, question: str, *, model: str | None, backend: str, stages: StageConfig) -> Answer:  # noqa: ANN001
     from routesh.engine import load_engine
-    from routesh.pipeline.pipeline import Pipeline, PipelineOptions
 
     with contextlib.redirect_stdout(sys.stderr):  # libraries that print while loading must not mix into the SQL
         engine = load_engine(model, backend=backend)
     try:
         pipeline = Pipeline(engine, db, schema, options=PipelineOptions(stages=stages),
                             on_start=lambda stage: print(f"routesh: {stage}…", file=sys.stderr, flush=True))
-        return _cancellable(lambda: pipeline.ask(question), cancel=lambda: (engine.cancel(), db.cancel()))
+        # Ctrl-C: stop the model and the database, give them 5 s, then leave as an interrupt (exit 130)
+        return run_cancellable(lambda: pipeline.ask(question), cancel=lambda: (engine.cancel(), db.cancel()),
+                               when_cancelled=lambda err: KeyboardInterrupt(), grace=5, name="routesh-ask")
     finally:
         engine.close()
-
-
-def _cancellable(work, *, cancel):  # noqa: ANN001, ANN202
-    """Run `work` on a thread so that Ctrl-C (a KeyboardInterrupt here) can cancel it, then re-raise."""
-    outcome: dict[str, object] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = work()
-        except BaseException as err:
-            outcome["error"] = err
-
-    worker = threading.Thread(target=target, name="routesh-ask", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.1)
-    except KeyboardInterrupt:
-        cancel()
-        worker.join(5)
-        raise
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return outcome["value"]

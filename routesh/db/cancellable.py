@@ -1,39 +1,58 @@
-"""Run a statement so that Ctrl-C cancels it instead of waiting for it.
+"""Run blocking work so that Ctrl-C cancels it instead of waiting for it.
 
-A blocked database call does not see Python's SIGINT until it returns, so the statement runs on a
-worker thread while the calling thread waits; a KeyboardInterrupt there becomes Database.cancel(),
-and the statement's own QueryCancelled comes back.
+A blocked database call (or a model's generate) does not see Python's SIGINT until it returns, so the
+work runs on a worker thread while the calling thread waits; a KeyboardInterrupt there calls the work's
+own cancel (Database.cancel(), Engine.cancel()), and the caller decides what a cancelled run raises.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from routesh.db.base import Database, ExecOptions, Result
 from routesh.errors import QueryCancelled
 
+T = TypeVar("T")
 
-def execute_cancellable(db: Database, sql: str, *, options: ExecOptions, guard: bool = True) -> Result:
+
+def run_cancellable(work: Callable[[], T], *, cancel: Callable[[], None],
+                    when_cancelled: Callable[[BaseException | None], BaseException],
+                    grace: float | None = None, name: str = "routesh-work") -> T:
+    """`work()`, on a worker thread. The first Ctrl-C calls `cancel` (later ones change nothing); the
+    work is then given `grace` seconds to wind down (None: as long as it takes), and what is raised is
+    `when_cancelled(the work's own error, or None)`."""
     outcome: dict[str, object] = {}
 
-    def work() -> None:
+    def target() -> None:
         try:
-            outcome["result"] = db.execute(sql, options=options, guard=guard)
+            outcome["value"] = work()
         except BaseException as err:  # handed back to the waiting thread
             outcome["error"] = err
 
-    worker = threading.Thread(target=work, name="routesh-statement", daemon=True)
+    worker = threading.Thread(target=target, name=name, daemon=True)
     worker.start()
-    cancelled = False
+    cancelled_at: float | None = None
     while worker.is_alive():
+        if cancelled_at is not None and grace is not None and time.monotonic() - cancelled_at >= grace:
+            break
         try:
             worker.join(0.1)
-        except KeyboardInterrupt:  # a second Ctrl-C while cancelling changes nothing
-            if not cancelled:
-                db.cancel()
-                cancelled = True
-    if cancelled:
-        outcome.setdefault("error", QueryCancelled("query cancelled"))
+        except KeyboardInterrupt:
+            if cancelled_at is None:
+                cancel()
+                cancelled_at = time.monotonic()
+    if cancelled_at is not None:
+        raise when_cancelled(outcome.get("error"))  # type: ignore[arg-type]
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
-    return outcome["result"]  # type: ignore[return-value]
+    return outcome["value"]  # type: ignore[return-value]
+
+
+def execute_cancellable(db: Database, sql: str, *, options: ExecOptions, guard: bool = True) -> Result:
+    """db.execute; Ctrl-C cancels the statement, and the statement's own QueryCancelled comes back."""
+    return run_cancellable(lambda: db.execute(sql, options=options, guard=guard), cancel=db.cancel,
+                           when_cancelled=lambda err: err or QueryCancelled("query cancelled"),
+                           name="routesh-statement")

@@ -25,7 +25,7 @@ from routesh.errors import RoutesError, UsageError
 from routesh.evaluate.compare import any_match
 from routesh.evaluate.datasets import Example, database_key, open_database
 from routesh.pipeline import sqlutil
-from routesh.pipeline.pipeline import Pipeline, PipelineOptions
+from routesh.pipeline.pipeline import SCHEMA_SAMPLES, Pipeline, PipelineOptions
 
 _COMPARE = ExecOptions(row_limit=100_000, timeout=60.0)
 
@@ -123,7 +123,7 @@ def evaluate(examples: Iterable[Example], engine: Engine, *, options: PipelineOp
             where = database_key(ex)
             if where not in databases:
                 db = open_database(ex)
-                databases[where] = (db, db.introspect(samples=5))
+                databases[where] = (db, db.introspect(samples=SCHEMA_SAMPLES))
             receipt = ask_one(ex, *databases[where], engine, options)
             receipts.append(receipt)
             if handle:

@@ -27,12 +27,17 @@ from routesh.pipeline import linking, sqlutil
 from routesh.pipeline.stages import Answer, EventSink, StageConfig, StageEvent
 
 
+# Example values per column to introspect for the pipeline: the most any of its prompts shows. The shell,
+# -e, routesh-eval and finetune all introspect with it, so training and inference see the same values.
+SCHEMA_SAMPLES = 5
+
+
 @dataclass(frozen=True)
 class PipelineOptions:
     stages: StageConfig = StageConfig()
     schema_budget: int = 3000  # tokens of schema text in a prompt
     full_samples: int = 2  # example values per column on the full schema
-    reduced_samples: int = 5  # ... and on the reduced one (ROUTE: more rows of the kept columns)
+    reduced_samples: int = SCHEMA_SAMPLES  # ... and on the reduced one (ROUTE: more rows of the kept columns)
     sql_tokens: int = 256
     linking_tokens: int = 160
     preview_rows: int = 20  # what a candidate's trial run fetches
@@ -134,10 +139,8 @@ class Pipeline:
         used = self._usage(pseudo)
         self._emit("pseudo", _one_line(pseudo) if pseudo else "no SQL in the reply", raw=ts_out.text,
                    artifact=pseudo, accepted=pseudo is not None, completion=ts_out, seconds=seconds / 2)
-        keep = linking.union(linked, used)
-        bridged = linking.bridge(self.schema, keep)
-        if not keep:  # nothing linked: keep the whole schema rather than an empty one
-            keep = {t.display_name: {c.name for c in t.columns} for t in self.schema.tables}
+        keep = linking.reduced_keep(self.schema, linked, used)
+        bridged = set(keep) - set(linked) - set(used) if linked or used else set()  # else: the whole schema
         self._emit("merge", f"{len(keep)} of {len(self.schema.tables)} tables kept"
                    + (f" (+{', '.join(sorted(bridged))} to join them)" if bridged else ""),
                    artifact={t: sorted(c) for t, c in keep.items()}, accepted=True)
@@ -239,9 +242,7 @@ class Pipeline:
     def _usage(self, sql: str | None) -> dict[str, set[str]]:
         if not sql:
             return {}
-        usage = sqlutil.tables_and_columns(sql, self.dialect, self.schema)
-        found = {t: set(usage.columns.get(t, ())) for t in sorted(usage.tables, key=str.lower)}  # stable order
-        return self._known({t: sorted(c) for t, c in found.items()})
+        return self._known(sqlutil.tables_and_columns(sql, self.dialect, self.schema).as_linking())
 
     def _abstain(self, reason: str) -> Answer:
         self._answer.reason = reason

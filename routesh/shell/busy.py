@@ -22,6 +22,11 @@ T = TypeVar("T")
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
+def spinner_frame(since: float = 0.0) -> str:
+    """The spinner's frame now: ten a second, counted from `since` (a time.monotonic() value)."""
+    return SPINNER[int((time.monotonic() - since) * 10) % len(SPINNER)]
+
+
 class BusyView(Generic[T]):
     def __init__(self, work: Callable[["BusyView[T]"], T], *, cancel: Callable[[], None],
                  toolbar: Callable[[], StyleAndTextTuples] | None, style: BaseStyle):
@@ -63,7 +68,7 @@ class BusyView(Generic[T]):
         self._app.invalidate()
 
     def _spinner_text(self) -> StyleAndTextTuples:
-        frame = SPINNER[int((time.monotonic() - self._started) * 10) % len(SPINNER)]
+        frame = spinner_frame(self._started)
         elapsed = time.monotonic() - self._started
         what = "cancelling…" if self.cancelling else f"{self.label}…"
         return [("class:spinner", f"{frame} "), ("", what), ("class:stage.cost", f"  {elapsed:.1f} s  (Ctrl-C cancels)")]

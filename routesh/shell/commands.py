@@ -64,7 +64,7 @@ def _list(session: ShellSession, args: str, plus: bool) -> None:
 def _describe(session: ShellSession, args: str, plus: bool) -> None:
     schema = _schema(session)
     if not args:
-        session.output.results(describe.list_tables(schema, plus=plus))
+        session.output.results(describe.describe_all(schema, plus=plus))
     else:
         session.output.results(describe.describe_table(schema, args, plus=plus))
 

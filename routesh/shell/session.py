@@ -16,11 +16,11 @@ from prompt_toolkit.styles import BaseStyle
 from routesh.config import Config
 from routesh.db import Database, ExecOptions
 from routesh.db.schema import Schema
+from routesh.pipeline.pipeline import SCHEMA_SAMPLES
 from routesh.pipeline.stages import Answer, StageConfig
 from routesh.shell.modelload import ModelLoader
 from routesh.shell.output import Output
 
-SCHEMA_SAMPLES = 5  # example values per column the pipeline's prompts may show (as routesh-eval uses)
 
 
 @dataclass

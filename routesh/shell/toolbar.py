@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 
-from routesh.shell.busy import SPINNER
+from routesh.shell.busy import spinner_frame
 from routesh.shell.session import ShellSession
 
 
@@ -23,10 +21,7 @@ def toolbar(session: ShellSession) -> StyleAndTextTuples:
     ]
     if session.output.file_name:
         parts.append(("class:bottom-toolbar", f"│ \\o {session.output.file_name} "))
-    if session.running:
-        frame = SPINNER[int(time.monotonic() * 10) % len(SPINNER)]
-        parts.append(("class:bottom-toolbar.busy", f"│ {frame} {session.running} "))
-    elif session.model.state == "loading":
-        frame = SPINNER[int(time.monotonic() * 10) % len(SPINNER)]
-        parts.append(("class:bottom-toolbar.busy", f"│ {frame} loading the model "))
+    busy = session.running or ("loading the model" if session.model.state == "loading" else "")
+    if busy:
+        parts.append(("class:bottom-toolbar.busy", f"│ {spinner_frame()} {busy} "))
     return parts
