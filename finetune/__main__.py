@@ -4,6 +4,7 @@
                              [--generate-negatives MODEL --negatives-limit N]
     python -m finetune train --data DIR --model MODEL --out ADAPTER_DIR [--steps N | --epochs E] ...
     python -m finetune eval  --adapter ADAPTER_DIR [routesh-eval arguments]
+    python -m finetune package --adapter ADAPTER_DIR [--name CATALOG_NAME | --into DIR]
 
 Multi-GPU (DeepSpeed ZeRO-3 through accelerate):
     accelerate launch --config_file finetune/accelerate_zero3.yaml -m finetune train --data DIR ...
@@ -56,6 +57,19 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-h", "--help", action="store_true")
 
 
+def _package_parser(sub: argparse._SubParsersAction) -> None:
+    from routesh.engine.models import ADAPTED, DEFAULT_MODEL
+
+    p = sub.add_parser("package", help="make a trained adapter the one routesh ships",
+                       description="Write the shippable form of a trained adapter (config, bf16 weights, card) "
+                                   "into routesh/adapters/, where a catalog name such as "
+                                   f"{DEFAULT_MODEL} finds it, or into --into DIR.")
+    p.add_argument("--adapter", type=Path, required=True, help="a folder written by `python -m finetune train`")
+    p.add_argument("--name", choices=sorted(ADAPTED), default=DEFAULT_MODEL,
+                   help=f"the catalog name it ships as (default {DEFAULT_MODEL}); its base model must match")
+    p.add_argument("--into", type=Path, help="write here instead (no base-model check)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m finetune", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -64,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_parser(sub)
     _train_parser(sub)
     _eval_parser(sub)
+    _package_parser(sub)
     return parser
 
 
@@ -81,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from finetune.train import run
 
             return run(args)
+        if args.command == "package":
+            return _package(args)
         return _eval(args, rest)
     except RoutesError as err:
         print(f"finetune: {err}", file=sys.stderr)
@@ -107,6 +124,18 @@ def _data(args: argparse.Namespace) -> int:
     summary["missing_databases"] = {k: v for k, v in card["missing_databases"].items() if k != "by_database"}
     print(json.dumps(summary, indent=2))
     print(f"wrote {args.out}/{{ts,sl,nc,cw}}.jsonl and {args.out}/card.json", file=sys.stderr)
+    return 0
+
+
+def _package(args: argparse.Namespace) -> int:
+    from finetune.package import package_adapter
+    from routesh.engine.models import ADAPTED
+
+    entry = ADAPTED[args.name]
+    into, base = (args.into, None) if args.into is not None else (entry.path, entry.base)
+    done = package_adapter(args.adapter, into, base=base)
+    print(f"wrote {done.folder}: {done.tensors} tensors, {done.parameters:,} parameters, "
+          f"{done.bytes / 1e6:.1f} MB", file=sys.stderr)
     return 0
 
 

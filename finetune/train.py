@@ -43,7 +43,8 @@ STATE_FILE = "finetune_state.json"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="a folder written by `python -m finetune data`")
-    p.add_argument("--model", default=None, help="as routesh --model (default: the embedded qwen2.5-coder-0.5b)")
+    p.add_argument("--model", default=None,
+                   help="as routesh --model (default: qwen2.5-coder-0.5b, the weights under routesh's default)")
     p.add_argument("--out", type=Path, required=True, help="where the adapter (or model) and training_card.json go")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="optimizer steps to train")
@@ -200,13 +201,16 @@ def pick_precision(choice: str) -> str:
 
 def describe_model_source(spec: str | None) -> tuple[Any, Path, dict[str, Any]]:
     """The model's folder (resolved as routesh does) and what the card says about it."""
-    from routesh.engine.models import CATALOG, resolve, local_folder
+    from routesh.engine.models import BASE_MODEL, CATALOG, local_folder, resolve
 
+    spec = spec or BASE_MODEL
     source = resolve(spec)
+    if source.adapter:
+        raise ValueError(f"--model {spec} comes with an adapter; train on its base model, --model {source.location}")
     if source.kind == "url":
         raise ValueError(f"--model {spec}: a server cannot be fine-tuned here; give a catalog name, folder or .gguf")
     folder = local_folder(source)
-    info: dict[str, Any] = {"spec": spec or source.location, "name": source.name, "kind": source.kind,
+    info: dict[str, Any] = {"spec": spec, "name": source.name, "kind": source.kind,
                             "folder": str(folder)}
     if source.kind == "catalog":
         entry = CATALOG[source.location]

@@ -17,6 +17,7 @@ from routesh.db import DEFAULT_ROW_LIMIT, DEFAULT_TIMEOUT_S, Database, ExecOptio
 from routesh.db import guard
 from routesh.db.cancellable import execute_cancellable
 from routesh.config import load_config
+from routesh.engine.models import DEFAULT_MODEL, catalog_names
 from routesh.errors import RoutesError, UsageError
 from routesh.pipeline.stages import StageConfig
 from routesh.shell.render import FORMATS, footer, render
@@ -53,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stages", metavar="STAGES",
                         help="pipeline stages for questions: sl,nc,cw (all, the default), ts (plain prompting), ...")
     parser.add_argument("--model", metavar="MODEL",
-                        help="catalog name (qwen2.5-coder-0.5b, smollm2-135m), a model folder, a .gguf file, "
-                        "a hub id, or the http(s):// URL of an OpenAI-compatible server")
+                        help=f"catalog name ({', '.join(catalog_names())}; default {DEFAULT_MODEL}), a model "
+                        "folder, a .gguf file, a hub id, or the http(s):// URL of an OpenAI-compatible server")
     parser.add_argument("--backend", choices=("auto", "transformers", "vllm"),
                         help="how a local model runs (auto: vLLM on a GPU when installed, else transformers)")
     parser.add_argument("--model-info", action="store_true",
@@ -158,6 +159,9 @@ def model_info(spec: str | None, *, backend: str) -> int:
         engine.close()
     details = ", ".join(str(v) for v in (getattr(engine, "device", None), getattr(engine, "dtype", None)) if v)
     print(f"model:   {engine.name}")
+    adapter = getattr(engine, "adapter", None)
+    if adapter:
+        print(f"adapter: {adapter}")
     print(f"backend: {engine.backend}" + (f" ({details})" if details else ""))
     print(f"loaded in {loaded:.1f} s; test reply: {reply.output_tokens} tokens in {reply.seconds:.2f} s")
     print(f"reply:   {' '.join(reply.text.split())[:200]}")

@@ -377,11 +377,26 @@ def test_five_steps_lower_the_loss_and_the_adapter_loads_in_routesh(dataset, tmp
     assert (adapter / "adapter_model.safetensors").is_file()
     assert (adapter / "checkpoints" / "step-4" / "finetune_state.json").is_file()
 
+    # the shippable form: bf16 weights, the base named, no local paths; routesh loads it as it loads the trained one
+    shipped = tmp_path / "shipped"
+    done = subprocess.run([sys.executable, "-m", "finetune", "package", "--adapter", str(adapter), "--into", str(shipped)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in shipped.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "card.json"]
+    shipped_card = json.loads((shipped / "card.json").read_text())
+    assert shipped_card["base_model"] == "smollm2-135m" and shipped_card["loss_curve"] == card["loss_curve"]
+    assert str(tmp_path) not in (shipped / "card.json").read_text()
+    assert json.loads((shipped / "adapter_config.json").read_text())["base_model_name_or_path"] == "smollm2-135m"
+    from safetensors import safe_open
+
+    with safe_open(str(shipped / "adapter_model.safetensors"), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.bfloat16"}
+
     from routesh.engine import load_engine
 
-    engine = load_engine("smollm2-135m", adapter=adapter, backend="transformers", progress=False)
+    engine = load_engine("smollm2-135m", adapter=shipped, backend="transformers", progress=False)
     try:
-        assert engine.adapter == adapter
+        assert engine.adapter == shipped
         rec = records(data, "ts")[0]
         request = ChatRequest.of(*[(m["role"], m["content"]) for m in rec["messages"][:-1]])
         out = engine.generate([request], GenerationParams(max_new_tokens=40))[0]

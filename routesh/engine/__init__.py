@@ -13,10 +13,19 @@ from routesh.engine.base import (
     Message,
     ModelError,
 )
-from routesh.engine.models import CATALOG, DEFAULT_MODEL, TEST_MODEL, ModelSource, local_folder, resolve
+from routesh.engine.models import (
+    BASE_MODEL,
+    CATALOG,
+    DEFAULT_MODEL,
+    TEST_MODEL,
+    ModelSource,
+    catalog_names,
+    local_folder,
+    resolve,
+)
 
 __all__ = [
-    "BACKENDS", "CATALOG", "DEFAULT_MODEL", "TEST_MODEL", "ChatRequest", "Completion", "Engine",
+    "BACKENDS", "BASE_MODEL", "CATALOG", "DEFAULT_MODEL", "TEST_MODEL", "catalog_names", "ChatRequest", "Completion", "Engine",
     "GenerationCancelled", "GenerationParams", "Message", "ModelError", "ModelSource", "load_engine", "resolve",
 ]
 
@@ -32,6 +41,7 @@ def load_engine(spec: str | None = None, *, backend: str = "auto", adapter: str 
     if backend not in BACKENDS:
         raise ModelError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
     source = resolve(spec)
+    adapter = adapter or source.adapter  # one given here replaces the one a catalog name comes with
     if source.kind == "url":
         if adapter:
             raise ModelError("an adapter cannot be applied to a remote model; load it on the server instead")

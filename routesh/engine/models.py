@@ -76,8 +76,42 @@ CATALOG: dict[str, CatalogModel] = {
         ),
     )
 }
-DEFAULT_MODEL = "qwen2.5-coder-0.5b"
+
+
+@dataclass(frozen=True)
+class CatalogAdapter:
+    """A catalog name for a catalog model with a ROUTE LoRA adapter that ships inside the package
+    (routesh/adapters/FOLDER, written by `python -m finetune package`)."""
+
+    name: str
+    base: str  # a CATALOG name: whose weights the adapter goes on
+    folder: str  # inside routesh/adapters/
+    description: str
+
+    @property
+    def path(self) -> Path:
+        return ADAPTERS_DIR / self.folder
+
+
+ADAPTERS_DIR = Path(__file__).resolve().parent.parent / "adapters"
+ADAPTED: dict[str, CatalogAdapter] = {
+    a.name: a
+    for a in (
+        CatalogAdapter(
+            name="qwen2.5-coder-0.5b-route",
+            base="qwen2.5-coder-0.5b",
+            folder="qwen2.5-coder-0.5b-route",
+            description="qwen2.5-coder-0.5b with the ROUTE adapter trained by finetune/, the default",
+        ),
+    )
+}
+DEFAULT_MODEL = "qwen2.5-coder-0.5b-route"
+BASE_MODEL = "qwen2.5-coder-0.5b"  # the default's weights, without the adapter
 TEST_MODEL = "smollm2-135m"
+
+
+def catalog_names() -> list[str]:
+    return [*ADAPTED, *CATALOG]
 
 
 @dataclass(frozen=True)
@@ -85,6 +119,7 @@ class ModelSource:
     kind: str  # "catalog" | "folder" | "gguf" | "hub" | "url"
     location: str  # catalog name, path, hub id or URL
     name: str  # what to call it in the toolbar and receipts
+    adapter: str | None = None  # a packaged LoRA adapter folder the name comes with
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -93,6 +128,12 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 def resolve(spec: str | None) -> ModelSource:
     """Classify what the user passed to --model (None: the embedded default)."""
     text = (spec or DEFAULT_MODEL).strip()
+    if text in ADAPTED:
+        entry = ADAPTED[text]
+        if not (entry.path / "adapter_config.json").is_file():
+            raise ModelError(f"the adapter of {text} is missing from this installation ({entry.path}); "
+                             f"reinstall routesh, or use --model {entry.base}")
+        return ModelSource("catalog", entry.base, text, adapter=str(entry.path))
     if text in CATALOG:
         return ModelSource("catalog", text, text)
     if re.match(r"^https?://", text, re.IGNORECASE):
@@ -109,7 +150,7 @@ def resolve(spec: str | None) -> ModelSource:
     if _HUB_ID.match(text) and not text.endswith(".gguf"):
         return ModelSource("hub", text, text)
     raise ModelError(
-        f"unknown model '{text}': use a catalog name ({', '.join(CATALOG)}), a local Hugging Face folder, "
+        f"unknown model '{text}': use a catalog name ({', '.join(catalog_names())}), a local Hugging Face folder, "
         "a .gguf file, a hub id (org/name) or the http(s):// URL of an OpenAI-compatible server"
     )
 

@@ -140,7 +140,8 @@ def _evaluate(args: argparse.Namespace, admin_dsn: str | None) -> int:
         engine = load_engine(args.model, backend=args.backend, adapter=args.adapter)
         print(f"{args.data}: {len(examples)} questions"
               + (f" ({skipped} in the set have no database or question here and are never asked)" if skipped else "")
-              + f"; model {engine.name} ({engine.backend}); stages {options.stages.label()}")
+              + f"; model {engine.name}" + (f" + adapter {args.adapter}" if args.adapter else "")
+              + f" ({engine.backend}); stages {options.stages.label()}")
         with tqdm(total=len(examples), desc=_label(args.data), unit="q", file=sys.stderr) as bar:
             summary = evaluate(examples, engine, options=options, out=args.out, progress=bar)
     print("\n".join(summary.lines()))
