@@ -58,15 +58,15 @@ def _eval_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _package_parser(sub: argparse._SubParsersAction) -> None:
-    from routesh.engine.models import ADAPTED, DEFAULT_MODEL
+    from routesh.engine.models import ADAPTED, ROUTE_MODEL
 
     p = sub.add_parser("package", help="make a trained adapter the one routesh ships",
                        description="Write the shippable form of a trained adapter (config, bf16 weights, card) "
                                    "into routesh/adapters/, where a catalog name such as "
-                                   f"{DEFAULT_MODEL} finds it, or into --into DIR.")
+                                   f"{ROUTE_MODEL} finds it, or into --into DIR.")
     p.add_argument("--adapter", type=Path, required=True, help="a folder written by `python -m finetune train`")
-    p.add_argument("--name", choices=sorted(ADAPTED), default=DEFAULT_MODEL,
-                   help=f"the catalog name it ships as (default {DEFAULT_MODEL}); its base model must match")
+    p.add_argument("--name", choices=sorted(ADAPTED), default=ROUTE_MODEL,
+                   help=f"the catalog name it ships as (default {ROUTE_MODEL}); its base model must match")
     p.add_argument("--into", type=Path, help="write here instead (no base-model check)")
 
 

@@ -17,6 +17,7 @@ from routesh.engine.models import (
     BASE_MODEL,
     CATALOG,
     DEFAULT_MODEL,
+    ROUTE_MODEL,
     TEST_MODEL,
     ModelSource,
     catalog_names,
@@ -25,7 +26,7 @@ from routesh.engine.models import (
 )
 
 __all__ = [
-    "BACKENDS", "BASE_MODEL", "CATALOG", "DEFAULT_MODEL", "TEST_MODEL", "catalog_names", "ChatRequest", "Completion", "Engine",
+    "BACKENDS", "BASE_MODEL", "CATALOG", "DEFAULT_MODEL", "ROUTE_MODEL", "TEST_MODEL", "catalog_names", "ChatRequest", "Completion", "Engine",
     "GenerationCancelled", "GenerationParams", "Message", "ModelError", "ModelSource", "load_engine", "resolve",
 ]
 
