@@ -44,7 +44,7 @@ STATE_FILE = "finetune_state.json"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="a folder written by `python -m finetune data`")
     p.add_argument("--model", default=None,
-                   help="as routesh --model (default: qwen2.5-coder-0.5b, the weights under routesh's default)")
+                   help="as routesh --model (default: qwen2.5-coder-0.5b, the base the ROUTE adapter goes on)")
     p.add_argument("--out", type=Path, required=True, help="where the adapter (or model) and training_card.json go")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=int, help="optimizer steps to train")

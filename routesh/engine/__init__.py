@@ -26,8 +26,9 @@ from routesh.engine.models import (
 )
 
 __all__ = [
-    "BACKENDS", "BASE_MODEL", "CATALOG", "DEFAULT_MODEL", "ROUTE_MODEL", "TEST_MODEL", "catalog_names", "ChatRequest", "Completion", "Engine",
-    "GenerationCancelled", "GenerationParams", "Message", "ModelError", "ModelSource", "load_engine", "resolve",
+    "BACKENDS", "BASE_MODEL", "CATALOG", "DEFAULT_MODEL", "ROUTE_MODEL", "TEST_MODEL", "ChatRequest", "Completion",
+    "Engine", "GenerationCancelled", "GenerationParams", "Message", "ModelError", "ModelSource", "catalog_names",
+    "load_engine", "resolve",
 ]
 
 BACKENDS = ("auto", "transformers", "vllm")
