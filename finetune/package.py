@@ -8,12 +8,13 @@ card with the training card's hyper-parameters, loss curve and hashes, minus loc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from finetune.synth import sha256_file
 
 SHIPPED_FILES = ("adapter_config.json", "adapter_model.safetensors", "card.json")
 
@@ -55,8 +56,8 @@ def package_adapter(adapter: Path, into: Path, *, base: str | None = None, dtype
     card = {
         "format": "routesh-adapter/1",
         "base_model": trained_on,
-        "weights": {"dtype": dtype, "sha256": _sha256(staging / "adapter_model.safetensors"),
-                    "trained_sha256": _sha256(weights_path)},
+        "weights": {"dtype": dtype, "sha256": sha256_file(staging / "adapter_model.safetensors"),
+                    "trained_sha256": sha256_file(weights_path)},
         **_portable(training),
     }
     (staging / "card.json").write_text(json.dumps(card, indent=2) + "\n")
@@ -85,10 +86,3 @@ def _read_json(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not JSON ({err})") from None
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(8 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
