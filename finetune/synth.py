@@ -3,10 +3,9 @@
 For every (question, gold SQL) pair that survives the noisy-pair filter (filter.py):
 
 TS  text-to-SQL, twice, because the pipeline asks it on two schema texts:
-      "full":    the pseudo-SQL call of step 1 — render_schema(schema, question, samples=full_samples,
-                 budget=schema_budget), the same text schema linking sees;
-      "reduced": the generation of step 3 — render_schema(schema, keep=K, question, samples=
-                 reduced_samples, budget) where K is what step 2 makes of a perfect linking: the gold
+      "full":    the pseudo-SQL call of step 1 — schema_texts.full_text, the same text schema linking sees;
+      "reduced": the generation of step 3 — schema_texts.reduced_text(..., keep=K, ...) where K is what
+                 step 2 makes of a perfect linking: the gold
                  query's tables and columns (`*` = every column), plus the tables on the foreign-key paths
                  joining them (the pipeline's bridge).
 SL  schema linking on the full schema text; target prompts.sl_reply(the gold query's tables/columns as
@@ -14,7 +13,7 @@ SL  schema linking on the full schema text; target prompts.sl_reply(the gold que
     attributed to a table give no SL example (counted).
 NC  noise correction on the reduced schema text (K ∪ the candidate's own tables/columns, bridged, as
     step 2 merges the linking with the pseudo-SQL), with the candidate's real execution feedback
-    (prompts.render_feedback of the preview the pipeline's trial run sees: error text or result summary):
+    (the pipeline's own trial run and Trial.feedback, cut to its preview: error text or result summary):
       positives ("correct"): the gold query; the model's own generations that return the gold result;
       negatives ("wrong, the correct SQL is: <gold>"): typed corruptions of the gold (corrupt.py) and
       the model's generations whose result differs from the gold's.
@@ -52,15 +51,18 @@ from routesh.evaluate.datasets import Example, data_dir, load_spider
 from routesh.pipeline import sqlutil
 from routesh.pipeline import linking
 from routesh.pipeline.linking import reduced_keep
-from routesh.pipeline.pipeline import SCHEMA_SAMPLES, SQL_STOP, PipelineOptions
+from routesh.pipeline import schema_texts
+from routesh.pipeline.options import SCHEMA_SAMPLES, SQL_STOP, PipelineOptions
+from routesh.pipeline.stages import Stage
+from routesh.pipeline.trial import Trial
 from routesh.pipeline.sqlutil import Usage
 
 from finetune import corrupt
-from finetune.filter import DROP_REASONS, Execution, execute, gold_drop_reason, same_result
+from finetune.filter import DROP_REASONS, execute, gold_drop_reason, same_result
 
-TASKS = ("ts", "sl", "nc", "cw")
+TASKS = (Stage.TS, Stage.SL, Stage.NC, Stage.CW)  # the four task files, in this order
 DIALECT = "sqlite"
-_MODEL_STAGES = ("pseudo", "ts", "fallback", "nc", "cw", "final")  # receipt events that may carry SQL
+_MODEL_STAGES = frozenset({Stage.PSEUDO, Stage.TS, Stage.FALLBACK, Stage.NC, Stage.CW, Stage.FINAL})  # may carry SQL
 
 
 @dataclass(frozen=True)
@@ -117,9 +119,9 @@ def tidy_sql(sql: str, dialect: str = DIALECT) -> str:
 # ---- records ----------------------------------------------------------------------------------------
 
 
-def record(task: str, request: ChatRequest, target: str, ex: Example, kind: str) -> dict[str, Any]:
+def record(task: Stage, request: ChatRequest, target: str, ex: Example, kind: str) -> dict[str, Any]:
     messages = request.as_dicts() + [{"role": "assistant", "content": target}]
-    return {"task": task, "messages": messages, "db_id": ex.db_id, "source_index": ex.index, "kind": kind}
+    return {"task": str(task), "messages": messages, "db_id": ex.db_id, "source_index": ex.index, "kind": kind}
 
 
 @dataclass
@@ -188,20 +190,19 @@ class Synthesizer:
         self.notes["pairs_kept"] += 1
 
         gold_keep = usage_keep(schema, usage)
-        full_text = prompts.render_schema(schema, question=question, samples=popts.full_samples,
-                                          budget=popts.schema_budget)
+        full_text = schema_texts.full_text(schema, question, popts)
         reduced_text = self._reduced_text(schema, question, gold_keep)
 
         # TS
         for variant in opts.ts_schemas:
             text = full_text if variant == "full" else reduced_text
-            self._add(out, record("ts", prompts.ts_prompt(text, DIALECT, question, ex.hint),
+            self._add(out, record(Stage.TS, prompts.ts_prompt(text, DIALECT, question, ex.hint),
                                   prompts.sql_reply(gold), ex, variant))
         # SL
         if usage.unresolved or usage.unknown_tables:
             self.notes["sl_skipped_unresolved_columns"] += 1
         else:
-            self._add(out, record("sl", prompts.sl_prompt(full_text, DIALECT, question, ex.hint),
+            self._add(out, record(Stage.SL, prompts.sl_prompt(full_text, DIALECT, question, ex.hint),
                                   prompts.sl_reply(usage.as_linking()), ex, "gold"))
         # NC: the gold itself, corruptions of it, the model's own generations
         self._add(out, self._nc(ex, schema, question, gold, gold_keep, gold_run, correct=True, gold=gold, kind="gold"))
@@ -220,7 +221,7 @@ class Synthesizer:
                                     kind="model_correct" if same else "model_wrong"))
         # CW
         for kind, prefix in self._prefixes(ex, gold):
-            self._add(out, record("cw", prompts.cw_prompt(reduced_text, DIALECT, question, prefix, ex.hint),
+            self._add(out, record(Stage.CW, prompts.cw_prompt(reduced_text, DIALECT, question, prefix, ex.hint),
                                   prompts.sql_reply(gold), ex, kind))
         return out
 
@@ -238,20 +239,18 @@ class Synthesizer:
         self.counts[f"{rec['task']}:{rec['kind']}"] += 1
 
     def _reduced_text(self, schema: Schema, question: str, *keeps: Mapping[str, set[str]]) -> str:
-        popts = self.options.pipeline
-        return prompts.render_schema(schema, keep=reduced_keep(schema, *keeps), question=question,
-                                     samples=popts.reduced_samples, budget=popts.schema_budget)
+        return schema_texts.reduced_text(schema, question, reduced_keep(schema, *keeps), self.options.pipeline)
 
     def _nc(self, ex: Example, schema: Schema, question: str, sql: str, gold_keep: Mapping[str, set[str]],
-            run: Execution, *, correct: bool, gold: str, kind: str) -> dict[str, Any]:
+            run: Trial, *, correct: bool, gold: str, kind: str) -> dict[str, Any]:
         own = usage_keep(schema, sqlutil.tables_and_columns(sql, DIALECT, schema))
         text = self._reduced_text(schema, question, gold_keep, own)
         feedback = run.feedback(schema, self.options.pipeline.preview_rows)
         request = prompts.nc_prompt(text, DIALECT, question, sql, feedback, ex.hint)
-        return record("nc", request, prompts.nc_reply(correct, None if correct else gold), ex, kind)
+        return record(Stage.NC, request, prompts.nc_reply(correct, None if correct else gold), ex, kind)
 
     def _corruptions(self, ex: Example, db: SqliteDatabase, schema: Schema, gold: str,
-                     gold_run: Execution) -> Iterator[tuple[str, str, Execution]]:
+                     gold_run: Trial) -> Iterator[tuple[str, str, Trial]]:
         want = self.options.corruptions_per_question
         if want <= 0:
             return
@@ -318,7 +317,7 @@ class Synthesizer:
         out += [("clause_cut", p) for p in others[: max(0, want - len(out))]]
         return out
 
-    def _judge_accepts(self, ex: Example, schema: Schema, gold: str, gold_run: Execution, usage: Usage) -> bool:
+    def _judge_accepts(self, ex: Example, schema: Schema, gold: str, gold_run: Trial, usage: Usage) -> bool:
         """The optional model check of ROUTE's noisy-correspondence filtering: shown the gold query
         and its result with the NC prompt, does the model call it wrong?"""
         assert self.judge is not None

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TASKS = ("ts", "sl", "nc", "cw")
+from finetune.synth import TASKS
+
 STATE_FILE = "finetune_state.json"
 
 

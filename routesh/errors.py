@@ -44,12 +44,28 @@ class QueryTimeout(QueryError):
     """The statement ran past the statement timeout and was stopped."""
 
 
-class QueryCancelled(QueryError):
-    """The statement was cancelled (Ctrl-C or Database.cancel from another thread)."""
+class Cancelled(RoutesError):
+    """The user stopped the work (Ctrl-C, a cancelled question); not a failure of the work itself."""
+
+    exit_code = 130
+
+
+class QueryCancelled(QueryError, Cancelled):
+    """The statement was cancelled (Ctrl-C or Database.cancel from another thread); exit 3 as a database error."""
 
 
 class ConnectionLost(QueryError):
     """The server connection dropped; the next statement reconnects."""
+
+
+class ModelError(RoutesError):
+    """The model could not be found, fetched, verified, converted, loaded or reached (exit 1)."""
+
+    exit_code = 1
+
+
+class GenerationCancelled(Cancelled):
+    """generate() was cancelled from another thread (Ctrl-C in the shell)."""
 
 
 class Abstained(RoutesError):

@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import sys
 
+from routesh.cancel import CancelToken
 from routesh.db import Database, ExecOptions
 from routesh.db.cancellable import run_cancellable
 from routesh.errors import Abstained, UsageError
-from routesh.pipeline.pipeline import SCHEMA_SAMPLES, Pipeline, PipelineOptions
-from routesh.pipeline.stages import Answer, StageConfig
+from routesh.pipeline.options import SCHEMA_SAMPLES, PipelineOptions
+from routesh.pipeline.pipeline import Pipeline
+from routesh.pipeline.stages import Answer, StageConfig, StageEvent, Starting
 
 
 def run_text(db: Database, text: str, *, run: bool, fmt: str, options: ExecOptions, model: str | None,
@@ -39,11 +41,18 @@ def _ask(db: Database, schema, question: str, *, model: str | None, backend: str
 
     with contextlib.redirect_stdout(sys.stderr):  # libraries that print while loading must not mix into the SQL
         engine = load_engine(model, backend=backend)
+    token = CancelToken()
+    token.on_cancel(engine.cancel)
+    token.on_cancel(db.cancel)
+
+    def progress(event: StageEvent | Starting) -> None:
+        if isinstance(event, Starting):
+            print(f"routesh: {event.label}…", file=sys.stderr, flush=True)
+
     try:
-        pipeline = Pipeline(engine, db, schema, options=PipelineOptions(stages=stages),
-                            on_start=lambda stage: print(f"routesh: {stage}…", file=sys.stderr, flush=True))
+        pipeline = Pipeline(engine, db, schema, options=PipelineOptions(stages=stages))
         # Ctrl-C: stop the model and the database, give them 5 s, then leave as an interrupt (exit 130)
-        return run_cancellable(lambda: pipeline.ask(question), cancel=lambda: (engine.cancel(), db.cancel()),
+        return run_cancellable(lambda: pipeline.ask(question, cancel=token, on_event=progress), cancel=token.cancel,
                                when_cancelled=lambda err: KeyboardInterrupt(), grace=5, name="routesh-ask")
     finally:
         engine.close()

@@ -56,7 +56,8 @@ def defog_db(pg_server: PgServer) -> Callable[[str], str]:
 def model_cache(tmp_path_factory) -> Iterator[Path]:
     """A model cache of this test session's own (ROUTESH_CACHE_DIR), so the conversion path runs for real
     and nothing leaks into the user's cache. The catalog test model's wheel must be installed."""
-    from routesh.engine.models import CATALOG, TEST_MODEL, ModelError, locate_parts
+    from routesh.engine.models import CATALOG, TEST_MODEL, locate_parts
+    from routesh.errors import ModelError
 
     try:
         locate_parts(CATALOG[TEST_MODEL])

@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from routesh.engine import ChatRequest, GenerationCancelled, GenerationParams, load_engine
+from routesh.engine import ChatRequest, GenerationParams, load_engine
+from routesh.errors import GenerationCancelled
 from routesh.engine.hf import TransformersEngine
 from routesh.engine.models import TEST_MODEL, materialize
 

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from routesh.engine.base import ChatRequest, GenerationCancelled, GenerationParams, ModelError
+from routesh.engine.base import ChatRequest, GenerationParams
+from routesh.errors import GenerationCancelled, ModelError
 from routesh.engine.openai import OpenAIEngine, normalize_base_url
 
 MODEL_ID = "routesh/smollm2-135m"  # the id the throwaway hub cache gives the test model

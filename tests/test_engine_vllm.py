@@ -16,7 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from routesh.engine.base import ChatRequest, GenerationCancelled, GenerationParams, ModelError
+from routesh.engine.base import ChatRequest, GenerationParams
+from routesh.errors import GenerationCancelled, ModelError
 from routesh.engine.vllm import VLLMEngine, vllm_available
 
 

@@ -19,7 +19,7 @@ from routesh.evaluate.datasets import Example, load_data, load_defog, load_file
 from routesh.evaluate.gold import check_gold
 from routesh.evaluate.pgload import attach_databases, created_tables, load_databases
 from routesh.evaluate.runner import Receipt, _judge, evaluate, load_receipts, summarize
-from routesh.pipeline.pipeline import PipelineOptions
+from routesh.pipeline.options import PipelineOptions
 from routesh.pipeline.stages import StageConfig
 from tests.helpers import SHARED_DATA
 from tests.test_pipeline import ScriptedEngine

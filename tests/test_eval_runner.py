@@ -10,7 +10,7 @@ import pytest
 
 from routesh.evaluate.datasets import load_spider
 from routesh.evaluate.runner import evaluate, load_receipts, sample
-from routesh.pipeline.pipeline import PipelineOptions
+from routesh.pipeline.options import PipelineOptions
 from routesh.pipeline.stages import StageConfig
 from tests.test_pipeline import ScriptedEngine
 
@@ -144,10 +144,10 @@ def test_a_question_that_crashes_the_pipeline_is_recorded_wrong_and_the_run_goes
     examples = sample(load_spider("spider-dev"), limit=3, seed=3)
     real_ask = runner.Pipeline.ask
 
-    def ask(self, question, hint=None):
+    def ask(self, question, hint=None, **kwargs):
         if question == examples[1].question:
             raise RecursionError("maximum recursion depth exceeded")  # as sqlglot does on degenerate SQL
-        return real_ask(self, question, hint)
+        return real_ask(self, question, hint, **kwargs)
 
     monkeypatch.setattr(runner.Pipeline, "ask", ask)
     out = tmp_path / "r.jsonl"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from routesh.engine import models
-from routesh.engine.base import ModelError
+from routesh.errors import ModelError
 from routesh.engine.models import CATALOG, TEST_MODEL, GgufPart, materialize, resolve
 
 

@@ -10,8 +10,9 @@ import pytest
 from routesh import prompts
 from routesh.db.sqlite import SqliteDatabase
 from routesh.engine.base import ChatRequest, Completion, GenerationParams
-from routesh.pipeline.pipeline import Pipeline, PipelineOptions
-from routesh.pipeline.stages import StageConfig
+from routesh.pipeline.options import PipelineOptions
+from routesh.pipeline.pipeline import Pipeline
+from routesh.pipeline.stages import Stage, StageConfig, StageEvent, Starting
 from tests.helpers import SHARED_DATA, sha256
 
 DB = SHARED_DATA / "spider" / "database" / "concert_singer" / "concert_singer.sqlite"
@@ -71,11 +72,13 @@ SIMPLE = "SELECT Name FROM singer WHERE Age > 30"
 
 
 def run(db, schema, engine, stages="sl,nc,cw"):
-    events = []
-    pipeline = Pipeline(engine, db, schema, options=PipelineOptions(stages=StageConfig.parse(stages)),
-                        on_event=events.append)
-    answer = pipeline.ask(QUESTION)
-    assert answer.events == events
+    seen = []
+    pipeline = Pipeline(engine, db, schema, options=PipelineOptions(stages=StageConfig.parse(stages)))
+    answer = pipeline.ask(QUESTION, on_event=seen.append)
+    assert answer.events == [e for e in seen if isinstance(e, StageEvent)]
+    # every model call is announced first, by a Starting notice the answer's record leaves out
+    starts = [e.stage for e in seen if isinstance(e, Starting)]
+    assert len(starts) == len(engine.calls) - (1 if Stage.SL in starts else 0)  # linking asks two in one call
     return answer
 
 
@@ -257,3 +260,50 @@ def test_a_cancelled_trial_run_stops_the_question_instead_of_counting_as_a_failu
     with pytest.raises(QueryCancelled):
         pipeline.ask(QUESTION)
     assert [task for task, _, _ in engine.calls] == ["sl", "ts", "ts"]  # nothing after the cancelled trial
+
+
+def test_a_cancelled_token_stops_the_question_before_the_next_model_call(db, schema):
+    from routesh.cancel import CancelToken
+    from routesh.errors import Cancelled
+
+    token = CancelToken()
+    stopped = []
+    token.on_cancel(lambda: stopped.append("engine"))
+    engine = ScriptedEngine(sl='{"singer": ["Name"]}', ts=f"```sql\n{SIMPLE}\n```", nc="correct")
+
+    def cancel_after_generation(event):
+        if isinstance(event, StageEvent) and event.stage == Stage.TS:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        Pipeline(engine, db, schema).ask(QUESTION, cancel=token, on_event=cancel_after_generation)
+    assert stopped == ["engine"]  # what was running was told to stop, once
+    assert [task for task, _, _ in engine.calls] == ["sl", "ts", "ts"]  # no trial run, no correction after it
+
+
+def test_one_pipeline_answers_concurrent_questions_independently(db, schema):
+    """Each ask() keeps its own answer and events: two questions at once on one Pipeline do not mix."""
+    import threading
+
+    other = "SELECT Name FROM singer WHERE Age < 30"
+    by_question = {QUESTION: SIMPLE, "Who is young?": other}
+    barrier = threading.Barrier(2)
+
+    class PerQuestionEngine(ScriptedEngine):
+        def generate(self, requests, params=None):
+            barrier.wait(timeout=10)  # both questions are inside the pipeline at the same time
+            question = next(q for q in by_question if q in requests[0].messages[-1].content)
+            return [Completion(f"```sql\n{by_question[question]}\n```" if task_of(r) != "nc" else "correct",
+                               prompt_tokens=1, output_tokens=1, finish_reason="stop", seconds=0.0) for r in requests]
+
+    pipeline = Pipeline(PerQuestionEngine(), db, schema, options=PipelineOptions(stages=StageConfig.parse("nc")))
+    answers = {}
+    threads = [threading.Thread(target=lambda q=q: answers.__setitem__(q, pipeline.ask(q))) for q in by_question]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    for question, sql in by_question.items():
+        assert answers[question].question == question and answers[question].sql == sql
+        assert all(e.artifact != by_question[q] for q in by_question if q != question
+                   for e in answers[question].events)

@@ -8,7 +8,9 @@ import pytest
 from routesh.db.sqlite import SqliteDatabase
 from routesh.engine.hf import TransformersEngine
 from routesh.engine.models import TEST_MODEL, materialize
-from routesh.pipeline.pipeline import Pipeline, PipelineOptions
+from routesh.pipeline.options import PipelineOptions
+from routesh.pipeline.pipeline import Pipeline
+from routesh.pipeline.stages import StageEvent
 from tests.helpers import SHARED_DATA
 
 DB = SHARED_DATA / "spider" / "database" / "concert_singer" / "concert_singer.sqlite"
@@ -27,9 +29,8 @@ def test_every_stage_runs_with_a_real_model(engine, question):
     db = SqliteDatabase.open(DB)
     try:
         events = []
-        pipeline = Pipeline(engine, db, db.introspect(samples=5), options=PipelineOptions(sql_tokens=96),
-                            on_event=events.append)
-        answer = pipeline.ask(question)
+        pipeline = Pipeline(engine, db, db.introspect(samples=5), options=PipelineOptions(sql_tokens=96))
+        answer = pipeline.ask(question, on_event=lambda e: events.append(e) if isinstance(e, StageEvent) else None)
     finally:
         db.close()
     stages = [e.stage for e in events]

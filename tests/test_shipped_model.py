@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from routesh.engine import models
-from routesh.engine.base import ModelError
+from routesh.errors import ModelError
 from routesh.engine.models import ADAPTED, BASE_MODEL, DEFAULT_MODEL, ROUTE_MODEL, resolve
 from tests.helpers import REPO, SHARED_DATA
 

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from routesh.engine.base import (
-    ChatRequest,
-    Completion,
-    Engine,
-    GenerationCancelled,
-    GenerationParams,
-    Message,
-    ModelError,
-)
+from routesh.engine.base import ChatRequest, Completion, Engine, GenerationParams, Message
+from routesh.errors import ModelError
 from routesh.engine.models import (
     BASE_MODEL,
     CATALOG,
@@ -27,7 +20,7 @@ from routesh.engine.models import (
 
 __all__ = [
     "BACKENDS", "BASE_MODEL", "CATALOG", "DEFAULT_MODEL", "ROUTE_MODEL", "TEST_MODEL", "ChatRequest", "Completion",
-    "Engine", "GenerationCancelled", "GenerationParams", "Message", "ModelError", "ModelSource", "catalog_names",
+    "Engine", "GenerationParams", "Message", "ModelSource", "catalog_names",
     "load_engine", "resolve",
 ]
 

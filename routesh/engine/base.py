@@ -10,22 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from routesh.errors import RoutesError
-
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "cancelled"]
-
-
-class ModelError(RoutesError):
-    """The model could not be found, fetched, verified, converted, loaded or reached (exit 1)."""
-
-    exit_code = 1
-
-
-class GenerationCancelled(RoutesError):
-    """generate() was cancelled from another thread (Ctrl-C in the shell)."""
-
-    exit_code = 130
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from routesh.engine.base import (
-    ChatRequest,
-    Completion,
-    GenerationCancelled,
-    GenerationParams,
-    ModelError,
-    truncate_at_stop,
-)
+from routesh.engine.base import ChatRequest, Completion, GenerationParams, truncate_at_stop
+from routesh.errors import GenerationCancelled, ModelError
 from routesh.engine.lookup import greedy_lookup_decode
 
 _MIN_PREFIX_TOKENS = 16  # shorter shared prefixes are not worth caching

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import platformdirs
 
-from routesh.engine.base import ModelError
+from routesh.errors import ModelError
 
 CACHE_ENV = "ROUTESH_CACHE_DIR"
 _COMPLETE = ".routesh-complete"  # written last inside a cache folder: its presence means "whole"

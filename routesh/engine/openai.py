@@ -46,15 +46,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
-from routesh.engine.base import (
-    ChatRequest,
-    Completion,
-    FinishReason,
-    GenerationCancelled,
-    GenerationParams,
-    ModelError,
-    truncate_at_stop,
-)
+from routesh.engine.base import ChatRequest, Completion, FinishReason, GenerationParams, truncate_at_stop
+from routesh.errors import GenerationCancelled, ModelError
 
 try:  # the HTTP library under the openai client: httpx2 in openai >= 3, httpx before
     import httpx2 as _http

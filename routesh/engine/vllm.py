@@ -16,15 +16,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from routesh.engine.base import (
-    ChatRequest,
-    Completion,
-    FinishReason,
-    GenerationCancelled,
-    GenerationParams,
-    ModelError,
-    truncate_at_stop,
-)
+from routesh.engine.base import ChatRequest, Completion, FinishReason, GenerationParams, truncate_at_stop
+from routesh.errors import GenerationCancelled, ModelError
 
 MAX_LORA_RANK = 64
 LORA_NAME = "route"

@@ -128,7 +128,7 @@ def _load(args: argparse.Namespace, admin_dsn: str | None, *, for_gold: bool) ->
 def _evaluate(args: argparse.Namespace, admin_dsn: str | None) -> int:
     from routesh.engine import load_engine
     from routesh.evaluate.runner import evaluate
-    from routesh.pipeline.pipeline import PipelineOptions
+    from routesh.pipeline.options import PipelineOptions
     from routesh.pipeline.stages import StageConfig
 
     options = PipelineOptions(stages=StageConfig.parse(args.stages))

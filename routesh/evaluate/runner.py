@@ -25,9 +25,13 @@ from routesh.errors import RoutesError, UsageError
 from routesh.evaluate.compare import any_match
 from routesh.evaluate.datasets import Example, database_key, open_database
 from routesh.pipeline import sqlutil
-from routesh.pipeline.pipeline import SCHEMA_SAMPLES, Pipeline, PipelineOptions
+from routesh.pipeline.options import SCHEMA_SAMPLES, PipelineOptions
+from routesh.pipeline.pipeline import Pipeline
+from routesh.pipeline.stages import REVISING, Stage, StageEvent
 
 _COMPARE = ExecOptions(row_limit=100_000, timeout=60.0)
+
+_DECIDING = REVISING | {Stage.SL}  # the steps whose accepted/rejected rate the summary reports
 
 
 @dataclass
@@ -143,9 +147,10 @@ def evaluate(examples: Iterable[Example], engine: Engine, *, options: PipelineOp
 
 def ask_one(ex: Example, db: Database, schema: Schema, engine: Engine, options: PipelineOptions) -> Receipt:
     started = time.perf_counter()
-    events: list[Any] = []
+    events: list[Any] = []  # what was done before a crash, for its receipt
     try:
-        answer = Pipeline(engine, db, schema, options=options, on_event=events.append).ask(ex.question or "", ex.hint)
+        answer = Pipeline(engine, db, schema, options=options).ask(
+            ex.question or "", ex.hint, on_event=lambda e: events.append(e) if isinstance(e, StageEvent) else None)
     except RecursionError:
         # sqlglot recurses past Python's limit on some degenerate model output (e.g. FLOOR( repeated a few
         # hundred times). That is a bug outside this module; record the question as wrong and go on.
@@ -203,7 +208,7 @@ def summarize(receipts: Sequence[Receipt]) -> Summary:
         bucket[0] += r.correct
         bucket[1] += 1
         for event in r.events:
-            if event.get("stage") in ("sl", "fallback", "nc", "cw") and event.get("accepted") is not None:
+            if event.get("stage") in _DECIDING and event.get("accepted") is not None:
                 counts = stages.setdefault(event["stage"], [0, 0])
                 counts[0] += bool(event["accepted"])
                 counts[1] += 1

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
+from typing import TypeAlias
 
 from routesh.db.schema import Schema
 
+# A reduced schema: each kept table, as the schema spells it, with the columns kept from it.
+ReducedSchema: TypeAlias = dict[str, set[str]]
 
-def reduced_keep(schema: Schema, *parts: Mapping[str, set[str]]) -> dict[str, set[str]]:
+
+def reduced_keep(schema: Schema, *parts: Mapping[str, set[str]]) -> ReducedSchema:
     """The union of `parts`, bridged; the whole schema when nothing is kept (an empty schema helps no one)."""
     keep = union(*parts)
     bridge(schema, keep)
@@ -19,7 +23,7 @@ def reduced_keep(schema: Schema, *parts: Mapping[str, set[str]]) -> dict[str, se
     return keep
 
 
-def known_columns(schema: Schema, linked: Mapping[str, list[str]]) -> dict[str, set[str]]:
+def known_columns(schema: Schema, linked: Mapping[str, list[str]]) -> ReducedSchema:
     """Only names that exist in this schema, spelled as the schema spells them. A reply shaped like
     the format's template, {"table": [tables], "column": [columns]} (a base model's habit), is read
     as what it says: those tables, and those columns wherever the named tables have them."""
@@ -61,7 +65,7 @@ def _untemplate(linked: Mapping[str, list[str]], schema: Schema) -> Mapping[str,
     return out
 
 
-def union(*parts: Mapping[str, set[str]]) -> dict[str, set[str]]:
+def union(*parts: Mapping[str, set[str]]) -> ReducedSchema:
     out: dict[str, set[str]] = {}
     for part in parts:
         for table, columns in part.items():
@@ -69,7 +73,7 @@ def union(*parts: Mapping[str, set[str]]) -> dict[str, set[str]]:
     return out
 
 
-def bridge(schema: Schema, keep: dict[str, set[str]]) -> set[str]:
+def bridge(schema: Schema, keep: ReducedSchema) -> set[str]:
     """Add the tables on the shortest foreign-key paths that connect the kept tables (a linking step
     that names two tables often forgets the table that joins them). Returns what was added."""
     graph: dict[str, set[str]] = {t.display_name: set() for t in schema.tables}

@@ -4,11 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from routesh.db.base import Result
 
-STAGES = ("sl", "ts", "nc", "cw")  # schema linking, text-to-SQL, noise correction, continuation writing
+
+class Stage(StrEnum):
+    """Every step a question's events can name. The values are what receipts, `--stages` and the
+    training data spell; a StrEnum, so a receipt's "nc" and Stage.NC compare equal."""
+
+    SL = "sl"  # schema linking
+    PSEUDO = "pseudo"  # text-to-SQL on the full schema, asked beside the linking
+    MERGE = "merge"  # the reduced schema
+    TS = "ts"  # text-to-SQL on the reduced schema
+    EXECUTE = "execute"  # a candidate's trial run
+    FALLBACK = "fallback"  # the pseudo-SQL in place of a failing candidate
+    NC = "nc"  # noise correction
+    CW = "cw"  # continuation writing
+    FINAL = "final"  # the answer, or the abstention
+
+
+STAGES = (Stage.SL, Stage.TS, Stage.NC, Stage.CW)  # the four ROUTE tasks, the ones `--stages` names
+REVISING = frozenset({Stage.FALLBACK, Stage.NC, Stage.CW})  # steps that can replace the candidate
 
 
 @dataclass(frozen=True)
@@ -28,11 +46,11 @@ class StageConfig:
             raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; choose from {', '.join(STAGES)}")
         if names & {"all", "mcp"}:
             return cls()
-        return cls(linking="sl" in names, correction="nc" in names, continuation="cw" in names)
+        return cls(linking=Stage.SL in names, correction=Stage.NC in names, continuation=Stage.CW in names)
 
     def label(self) -> str:
-        on = ["ts"] + [name for name, flag in (("sl", self.linking), ("nc", self.correction),
-                                               ("cw", self.continuation)) if flag]
+        on = [Stage.TS] + [name for name, flag in ((Stage.SL, self.linking), (Stage.NC, self.correction),
+                                                   (Stage.CW, self.continuation)) if flag]
         return ",".join(on)
 
 
@@ -41,7 +59,7 @@ class StageEvent:
     """One step of one question: what went in, what the model said, what was made of it, and whether it
     was taken. `\\stages`, `\\why` and the evaluation receipts show these."""
 
-    stage: str  # "sl" | "pseudo" | "merge" | "ts" | "execute" | "fallback" | "nc" | "cw" | "final"
+    stage: Stage
     summary: str  # one line for the compact view
     raw: str | None = None  # the model's reply, verbatim
     artifact: Any = None  # what was parsed from it (linked columns, SQL, verdict, feedback)
@@ -52,11 +70,22 @@ class StageEvent:
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: (v if isinstance(v, (str, int, float, bool, type(None), list, dict)) else repr(v))
-                for k, v in self.__dict__.items()}
+        out = {k: (v if isinstance(v, (str, int, float, bool, type(None), list, dict)) else repr(v))
+               for k, v in self.__dict__.items()}
+        out["stage"] = str(self.stage)  # the plain string, whatever JSON encoder reads it
+        return out
 
 
-EventSink = Callable[[StageEvent], None]
+@dataclass(frozen=True)
+class Starting:
+    """A model call is about to start (the shell's spinner label; -e's progress line). Not part of the
+    answer's record: only StageEvents are."""
+
+    stage: Stage
+    label: str  # "schema linking", "generation", ...
+
+
+EventSink = Callable[[StageEvent | Starting], None]  # one sink sees everything a question reports
 
 
 @dataclass

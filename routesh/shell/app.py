@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import threading
 from pathlib import Path
 
 import platformdirs
@@ -25,10 +24,11 @@ from pygments.styles import get_style_by_name
 
 from routesh.config import Config
 from routesh.db import Database, ExecOptions, Result
-from routesh.engine.base import GenerationCancelled
-from routesh.errors import ConnectionLost, QueryCancelled, RoutesError
-from routesh.pipeline.pipeline import Pipeline, PipelineOptions
-from routesh.pipeline.stages import Answer, StageConfig
+from routesh.cancel import CancelToken
+from routesh.errors import Cancelled, ConnectionLost, RoutesError
+from routesh.pipeline.options import PipelineOptions
+from routesh.pipeline.pipeline import Pipeline
+from routesh.pipeline.stages import REVISING, Answer, StageConfig, StageEvent, Starting
 from routesh.shell import commands
 from routesh.shell.busy import BusyView
 from routesh.shell.classify import classify, is_command, ready_to_submit, starts_like_sql
@@ -150,53 +150,40 @@ def _command(session: ShellSession, text: str) -> bool:
 
 def ask(session: ShellSession, question: str) -> Answer | None:
     session.last_question = question
-    cancelled = threading.Event()
-    engines: list = []
-
-    def check() -> None:
-        if cancelled.is_set():
-            raise GenerationCancelled("cancelled")
+    token = CancelToken()
+    token.on_cancel(session.db.cancel)
 
     def work(view: BusyView) -> Answer:
         engine = session.model.wait(0)
         if engine is None:
             view.set_label(f"waiting for the model to load ({session.model.name})")
             while engine is None:
-                check()
+                token.check()
                 engine = session.model.wait(0.2)
-        engines.append(engine)
-        check()
+        token.on_cancel(engine.cancel)
+        token.check()
         view.set_label("reading the schema")
         schema = session.schema()
 
-        def started(stage: str) -> None:
-            check()
-            session.running = stage
-            view.set_label(stage)
+        def report(event: StageEvent | Starting) -> None:
+            if isinstance(event, Starting):
+                session.running = event.label
+                view.set_label(event.label)
+            elif session.show_stages:
+                view.add_line(event_line(event))
 
-        def event(e) -> None:  # noqa: ANN001 - StageEvent
-            if session.show_stages:
-                view.add_line(event_line(e))
-
-        pipeline = Pipeline(engine, session.db, schema, options=PipelineOptions(stages=session.stages),
-                            on_event=event, on_start=started)
+        pipeline = Pipeline(engine, session.db, schema, options=PipelineOptions(stages=session.stages))
         with session.db_lock:
-            return pipeline.ask(question)
-
-    def cancel() -> None:
-        cancelled.set()
-        for engine in engines:
-            engine.cancel()
-        session.db.cancel()
+            return pipeline.ask(question, cancel=token, on_event=report)
 
     try:
-        answer = BusyView(work, cancel=cancel, toolbar=lambda: toolbar(session), style=session.style).run()
-    except (GenerationCancelled, QueryCancelled):
+        answer = BusyView(work, cancel=token.cancel, toolbar=lambda: toolbar(session), style=session.style).run()
+    except Cancelled:
         session.say("Cancelled.", "class:info")
         return None
     finally:
         session.running = ""
-    if cancelled.is_set():  # Ctrl-C after the last step that checks for it: the user still said stop
+    if token.cancelled:  # Ctrl-C after the last step that checks for it: the user still said stop
         session.say("Cancelled.", "class:info")
         return None
     session.last_answer = answer
@@ -210,7 +197,7 @@ def ask(session: ShellSession, question: str) -> Answer | None:
 
 
 def _answer_note(answer: Answer) -> str:
-    taken = [e.stage for e in answer.events if e.stage in ("nc", "cw", "fallback") and e.accepted]
+    taken = [e.stage for e in answer.events if e.stage in REVISING and e.accepted]
     how = f" (revised by {', '.join(taken)})" if taken else ""
     return f"SQL ready in {answer.seconds:.1f} s{how}."
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from routesh.engine.base import Engine, ModelError
+from routesh.engine.base import Engine
+from routesh.errors import ModelError
 
 EngineFactory = Callable[[str | None, str], Engine]
 

@@ -16,7 +16,7 @@ from prompt_toolkit.styles import BaseStyle
 from routesh.config import Config
 from routesh.db import Database, ExecOptions
 from routesh.db.schema import Schema
-from routesh.pipeline.pipeline import SCHEMA_SAMPLES
+from routesh.pipeline.options import SCHEMA_SAMPLES
 from routesh.pipeline.stages import Answer, StageConfig
 from routesh.shell.modelload import ModelLoader
 from routesh.shell.output import Output

@@ -8,11 +8,12 @@ import shutil
 
 from prompt_toolkit.formatted_text import FormattedText
 
-from routesh.pipeline.stages import Answer, StageEvent
+from routesh.pipeline.stages import Answer, Stage, StageEvent
 
 LABELS = {
-    "sl": "linking", "pseudo": "pseudo-SQL", "merge": "merge", "ts": "generation", "execute": "execute",
-    "fallback": "fallback", "nc": "correction", "cw": "continuation", "final": "final",
+    Stage.SL: "linking", Stage.PSEUDO: "pseudo-SQL", Stage.MERGE: "merge", Stage.TS: "generation",
+    Stage.EXECUTE: "execute", Stage.FALLBACK: "fallback", Stage.NC: "correction", Stage.CW: "continuation",
+    Stage.FINAL: "final",
 }
 _WIDTH = max(len(v) for v in LABELS.values())
 
@@ -61,7 +62,7 @@ def trace(answer: Answer) -> FormattedText:
             out.append((style, f"    {'taken' if event.accepted else 'why'}: {event.reason}\n"))
         if event.raw:
             out.append(("class:stage.raw", _indent("model said:\n" + event.raw.strip())))
-        if event.artifact is not None and event.stage not in ("final",) and not _echoes(event):
+        if event.artifact is not None and event.stage != Stage.FINAL and not _echoes(event):
             out.append(("class:stage.artifact", _indent("parsed:\n" + _show(event.artifact))))
     verdict = f"SQL: {answer.sql}" if answer.sql else f"abstained: {answer.reason}"
     out.append(("class:stage.title", f"{verdict}\n{answer.tokens} tokens, {answer.seconds:.2f} s\n"))

@@ -1,0 +1,27 @@
+"""What a pipeline is configured with. finetune builds its training prompts with the same options, so
+the texts it trains on are the texts the pipeline asks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from routesh.pipeline.stages import StageConfig
+
+# Example values per column to introspect for the pipeline: the most any of its prompts shows. The shell,
+# -e, routesh-eval and finetune all introspect with it, so training and inference see the same values.
+SCHEMA_SAMPLES = 5
+
+SQL_STOP = ("\n```\n",)  # the end of the ```sql block, when prose follows it (finetune uses it too)
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    stages: StageConfig = StageConfig()
+    schema_budget: int = 3000  # tokens of schema text in a prompt
+    full_samples: int = 2  # example values per column on the full schema
+    reduced_samples: int = SCHEMA_SAMPLES  # ... and on the reduced one (ROUTE: more rows of the kept columns)
+    sql_tokens: int = 256
+    linking_tokens: int = 160
+    preview_rows: int = 20  # what a candidate's trial run fetches
+    timeout: float = 10.0  # seconds a candidate's trial run may take
+    cw_fraction: float = 0.5  # where continuation writing cuts the candidate

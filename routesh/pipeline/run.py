@@ -1,0 +1,110 @@
+"""One question's run through the pipeline: everything that changes while a question is answered (its
+answer and events, its cancellation token, where its events go) lives here, not on the Pipeline, so
+one pipeline can answer several questions at once. The steps (steps.py) work on this object."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from routesh.cancel import CancelToken
+from routesh.db.base import Database
+from routesh.db.schema import Schema
+from routesh.engine.base import ChatRequest, Completion, Engine, GenerationParams
+from routesh.pipeline import linking, sqlutil
+from routesh.pipeline.linking import ReducedSchema
+from routesh.pipeline.options import SQL_STOP, PipelineOptions
+from routesh.pipeline.stages import Answer, EventSink, Stage, StageEvent, Starting
+from routesh.pipeline.trial import Trial, run_trial
+
+
+@dataclass
+class QuestionRun:
+    engine: Engine
+    database: Database
+    schema: Schema
+    options: PipelineOptions
+    question: str
+    hint: str | None
+    cancel: CancelToken
+    sink: EventSink | None
+    answer: Answer
+
+    @property
+    def dialect(self) -> str:
+        return self.schema.dialect
+
+    # ---- the model ----------------------------------------------------------------------------------
+
+    def starting(self, stage: Stage, label: str) -> None:
+        """A checkpoint before each model call: stop here when cancelled, else say what starts."""
+        self.cancel.check()
+        if self.sink:
+            self.sink(Starting(stage, label))
+
+    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams) -> list[Completion]:
+        return self.engine.generate(list(requests), params)
+
+    def call(self, request: ChatRequest, *, draft: str | None) -> Completion:
+        """One SQL-writing call; the draft feeds prompt-lookup decoding (the reply mostly copies it)."""
+        params = GenerationParams(max_new_tokens=self.options.sql_tokens, stop=SQL_STOP, prompt_lookup=True,
+                                  draft_text=draft or "")
+        return self.generate([request], params)[0]
+
+    # ---- the database -------------------------------------------------------------------------------
+
+    def trial(self, sql: str, label: str) -> Trial:
+        """Run a candidate read-only (guard included) with a small row limit: feedback, not the answer."""
+        self.cancel.check()
+        started = time.perf_counter()
+        trial = run_trial(self.database, sql, row_limit=self.options.preview_rows, timeout=self.options.timeout)
+        feedback = self.feedback(trial)
+        self.emit(Stage.EXECUTE, f"{label}: {feedback}", artifact=feedback, accepted=trial.ran,
+                  seconds=time.perf_counter() - started)
+        return trial
+
+    def feedback(self, trial: Trial) -> str:
+        return trial.feedback(self.schema)
+
+    # ---- names --------------------------------------------------------------------------------------
+
+    def known(self, linked: Mapping[str, list[str]]) -> ReducedSchema:
+        return linking.known_columns(self.schema, linked)
+
+    def usage(self, sql: str | None) -> ReducedSchema:
+        """The tables and columns `sql` uses, as this schema spells them."""
+        if not sql:
+            return {}
+        return self.known(sqlutil.tables_and_columns(sql, self.dialect, self.schema).as_linking())
+
+    # ---- what it reports ------------------------------------------------------------------------------
+
+    def emit(self, stage: Stage, summary: str, *, raw: str | None = None, artifact: object = None,
+             accepted: bool | None = None, reason: str = "", completion: Completion | None = None,
+             seconds: float | None = None) -> None:
+        event = StageEvent(stage, summary, raw, artifact, accepted, reason)
+        if completion is not None:
+            event = replace(event, prompt_tokens=completion.prompt_tokens, output_tokens=completion.output_tokens,
+                            seconds=completion.seconds if seconds is None else seconds)
+        elif seconds is not None:
+            event.seconds = seconds
+        self.answer.events.append(event)
+        if self.sink:
+            self.sink(event)
+
+    def finish(self, trial: Trial) -> Answer:
+        answer = self.answer
+        answer.sql, answer.result = trial.sql, trial.result
+        answer.reason = "the SQL executed" + ("" if trial.result and trial.result.rows else " (no rows)")
+        self.emit(Stage.FINAL, one_line(trial.sql), artifact=trial.sql, accepted=True, reason=answer.reason)
+        return answer
+
+    def abstain(self, reason: str) -> Answer:
+        self.answer.reason = reason
+        self.emit(Stage.FINAL, f"abstained: {reason}", accepted=False, reason=reason)
+        return self.answer
+
+
+def one_line(text: str | None) -> str:
+    return " ".join((text or "").split())

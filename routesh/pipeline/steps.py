@@ -1,0 +1,140 @@
+"""MCP's steps, each a function of one question's run (run.py). pipeline.py decides which run, in
+what order; each step here says what it did through run.emit and returns what the next one needs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from routesh import prompts
+from routesh.engine.base import GenerationParams
+from routesh.pipeline import linking, sqlutil
+from routesh.pipeline.linking import ReducedSchema
+from routesh.pipeline.options import SQL_STOP
+from routesh.pipeline.run import QuestionRun, one_line
+from routesh.pipeline.stages import Stage
+from routesh.pipeline.trial import Trial
+
+
+def link(run: QuestionRun, full_text: str) -> tuple[ReducedSchema, str | None]:
+    """Steps 1-2: schema linking ‖ the pseudo-SQL in one batch, merged into the reduced schema."""
+    run.starting(Stage.SL, "schema linking")
+    requests = [prompts.sl_prompt(full_text, run.dialect, run.question, run.hint),
+                prompts.ts_prompt(full_text, run.dialect, run.question, run.hint)]
+    started = time.perf_counter()
+    sl_out, ts_out = run.generate(requests, GenerationParams(max_new_tokens=run.options.sql_tokens, stop=SQL_STOP))
+    seconds = time.perf_counter() - started
+    linked = run.known(prompts.parse_sl_reply(sl_out.text) or {})
+    run.emit(Stage.SL, _columns_summary(linked) or "no usable tables in the reply", raw=sl_out.text,
+             artifact=_listed(linked), accepted=bool(linked),
+             reason="" if linked else "the reply named no table of this schema", completion=sl_out,
+             seconds=seconds / 2)
+    pseudo = sqlutil.extract_sql(ts_out.text, run.dialect)
+    used = run.usage(pseudo)
+    run.emit(Stage.PSEUDO, one_line(pseudo) if pseudo else "no SQL in the reply", raw=ts_out.text,
+             artifact=pseudo, accepted=pseudo is not None, completion=ts_out, seconds=seconds / 2)
+    keep = linking.reduced_keep(run.schema, linked, used)
+    bridged = set(keep) - set(linked) - set(used) if linked or used else set()  # else: the whole schema
+    run.emit(Stage.MERGE, f"{len(keep)} of {len(run.schema.tables)} tables kept"
+             + (f" (+{', '.join(sorted(bridged))} to join them)" if bridged else ""),
+             artifact=_listed(keep), accepted=True)
+    return keep, pseudo
+
+
+def generate(run: QuestionRun, schema_text: str, *, draft: str | None) -> tuple[str | None, str]:
+    """Step 3: the generated SQL (None when the reply has none) and the reply itself."""
+    run.starting(Stage.TS, "generation")
+    request = prompts.ts_prompt(schema_text, run.dialect, run.question, run.hint)
+    out = run.call(request, draft=draft)
+    sql = sqlutil.extract_sql(out.text, run.dialect)
+    run.emit(Stage.TS, one_line(sql) if sql else "no SQL in the reply", raw=out.text, artifact=sql,
+             accepted=sql is not None, completion=out)
+    return sql, out.text
+
+
+def fall_back_to_pseudo(run: QuestionRun, pseudo: str, weak: Trial) -> Trial:
+    """The generation on the reduced schema failed or returned nothing; the pseudo-SQL, written on
+    the full schema, is a second candidate that costs one trial run and no model call. It is taken
+    if it runs where the candidate failed, or returns rows where the candidate returned none."""
+    second = run.trial(pseudo, "pseudo-SQL")
+    taken = second.ran and (not weak.ran or not second.empty_or_failed)
+    why = f"the candidate fails: {weak.error}" if not weak.ran else "the candidate returns no rows"
+    run.emit(Stage.FALLBACK, "the pseudo-SQL replaces the candidate" if taken
+             else "the pseudo-SQL does no better; the candidate stays", artifact=pseudo, accepted=taken, reason=why)
+    return second if taken else weak
+
+
+def correct(run: QuestionRun, schema_text: str, trial: Trial) -> Trial:
+    """Step 4: noise correction told the execution feedback; a proposed fix is taken only if it runs."""
+    run.starting(Stage.NC, "noise correction")
+    feedback = run.feedback(trial)
+    request = prompts.nc_prompt(schema_text, run.dialect, run.question, trial.sql, feedback, run.hint)
+    out = run.call(request, draft=trial.sql)
+    verdict = prompts.parse_nc_verdict(out.text)
+    fixed = sqlutil.extract_sql(out.text, run.dialect) if verdict is not True else None
+    if fixed is None or same_sql(fixed, trial.sql):
+        why = "the model judged it correct" if verdict else "no different SQL proposed"
+        run.emit(Stage.NC, why, raw=out.text, artifact=feedback, accepted=False, reason=why, completion=out)
+        return trial
+    proposal = run.trial(fixed, "correction")
+    if proposal.ran:
+        run.emit(Stage.NC, f"corrected: {one_line(fixed)}", raw=out.text, artifact=fixed, accepted=True,
+                 reason="the correction executes", completion=out)
+        return proposal
+    run.emit(Stage.NC, "correction rejected", raw=out.text, artifact=fixed, accepted=False,
+             reason=f"the correction fails: {proposal.error}", completion=out)
+    return trial
+
+
+def continue_writing(run: QuestionRun, schema_text: str, trial: Trial) -> Trial:
+    """Step 5, when the SQL fails or is hard: complete a clause-boundary prefix of it; the completion is
+    taken only if it runs and returns rows."""
+    hard = trial.ran and _is_hard(trial.sql, run.dialect)
+    if trial.ran and not hard:
+        return trial
+    prefix = sqlutil.truncate(trial.sql, run.dialect, fraction=run.options.cw_fraction)
+    if not prefix.strip():
+        return trial
+    run.starting(Stage.CW, "continuation writing")
+    request = prompts.cw_prompt(schema_text, run.dialect, run.question, prefix, run.hint)
+    out = run.call(request, draft=trial.sql)
+    completed = sqlutil.extract_sql(out.text, run.dialect)
+    trigger = "the SQL is hard" if trial.ran else "the SQL fails"
+    if completed is None:
+        run.emit(Stage.CW, "no SQL in the reply", raw=out.text, artifact=prefix, accepted=False,
+                 reason=trigger, completion=out)
+        return trial
+    attempt = run.trial(completed, "continuation")
+    taken = attempt.ran and attempt.result is not None and bool(attempt.result.rows)
+    why = "it executes and returns rows" if taken else (
+        f"it fails: {attempt.error}" if not attempt.ran else "it returns no rows")
+    run.emit(Stage.CW, f"from “{one_line(prefix)}”: {one_line(completed)}", raw=out.text, artifact=completed,
+             accepted=taken, reason=f"{trigger}; {why}", completion=out)
+    return attempt if taken else trial
+
+
+def no_sql_reason(reply: str) -> str:
+    if sqlutil.says_cannot_answer(reply):
+        return f"the model says this database cannot answer it: {one_line(reply)[:200]}"
+    return "the model wrote no SQL"
+
+
+def same_sql(a: str, b: str) -> bool:
+    return " ".join(a.lower().split()).rstrip(";") == " ".join(b.lower().split()).rstrip(";")
+
+
+def _is_hard(sql: str, dialect: str) -> bool:
+    """ROUTE's trigger for continuation writing; SQL the database ran but sqlglot cannot read is
+    treated as not hard (nothing to cut it at reliably)."""
+    try:
+        return sqlutil.hardness(sql, dialect).is_hard
+    except ValueError:
+        return False
+
+
+def _listed(keep: Mapping[str, set[str]]) -> dict[str, list[str]]:
+    return {t: sorted(c) for t, c in keep.items()}
+
+
+def _columns_summary(linked: Mapping[str, set[str]]) -> str:
+    return "; ".join(f"{t}({', '.join(sorted(c))})" for t, c in linked.items())
