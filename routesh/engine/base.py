@@ -76,6 +76,12 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
+def batch_of(requests: Sequence[ChatRequest], params: GenerationParams | None) -> tuple[list[ChatRequest],
+                                                                                   GenerationParams]:
+    """generate()'s arguments as every engine works on them: a list it may index, and the defaults."""
+    return list(requests), params or GenerationParams()
+
+
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut `text` at the earliest stop string; say whether one was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from routesh.engine.base import ChatRequest, Completion, GenerationParams, truncate_at_stop
+from routesh.engine.base import ChatRequest, Completion, GenerationParams, batch_of, truncate_at_stop
 from routesh.errors import GenerationCancelled, ModelError
 from routesh.engine.lookup import greedy_lookup_decode
 
@@ -112,7 +112,7 @@ class TransformersEngine:
         self._prefix_cache.clear()
 
     def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None) -> list[Completion]:
-        params = params or GenerationParams()
+        requests, params = batch_of(requests, params)
         if not requests:
             return []
         with self._busy:

@@ -46,7 +46,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
-from routesh.engine.base import ChatRequest, Completion, FinishReason, GenerationParams, truncate_at_stop
+from routesh.engine.base import ChatRequest, Completion, FinishReason, GenerationParams, batch_of, truncate_at_stop
 from routesh.errors import GenerationCancelled, ModelError
 
 try:  # the HTTP library under the openai client: httpx2 in openai >= 3, httpx before
@@ -162,8 +162,7 @@ class OpenAIEngine:
     # ---- the Engine protocol ----------------------------------------------------------------------
 
     def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None) -> list[Completion]:
-        params = params or GenerationParams()
-        requests = list(requests)
+        requests, params = batch_of(requests, params)
         if not requests:
             return []
         with self._lock:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from routesh.engine.base import ChatRequest, Completion, FinishReason, GenerationParams, truncate_at_stop
+from routesh.engine.base import ChatRequest, Completion, FinishReason, GenerationParams, batch_of, truncate_at_stop
 from routesh.errors import GenerationCancelled, ModelError
 
 MAX_LORA_RANK = 64
@@ -100,8 +100,7 @@ class VLLMEngine:
         return LoRARequest(LORA_NAME, LORA_ID, self.adapter)
 
     def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None) -> list[Completion]:
-        params = params or GenerationParams()
-        requests = list(requests)
+        requests, params = batch_of(requests, params)
         if not requests:
             return []
         with self._lock:
