@@ -24,8 +24,8 @@ from routesh.engine.base import Engine
 from routesh.errors import RoutesError, UsageError
 from routesh.evaluate.compare import any_match
 from routesh.evaluate.datasets import Example, database_key, open_database
-from routesh.pipeline import sqlutil
 from routesh.pipeline.pipeline import SCHEMA_SAMPLES, Pipeline, PipelineOptions
+from routesh.sql.hardness import hardness
 
 _COMPARE = ExecOptions(row_limit=100_000, timeout=60.0)
 
@@ -270,6 +270,6 @@ def _check_resumable(out: Path | None, done: dict[int, Receipt], examples: Seque
 
 def _level(sql: str, dialect: str = "sqlite") -> str:
     try:
-        return sqlutil.hardness(sql, dialect).level
+        return hardness(sql, dialect).level
     except ValueError:
         return "unknown"

@@ -23,8 +23,13 @@ from routesh.db.base import Database, ExecOptions, Result
 from routesh.db.schema import Schema
 from routesh.engine.base import ChatRequest, Completion, Engine, GenerationParams
 from routesh.errors import QueryCancelled, RoutesError
-from routesh.pipeline import linking, sqlutil
+from routesh.pipeline import linking
 from routesh.pipeline.stages import Answer, EventSink, StageConfig, StageEvent
+from routesh.sql.extract import extract_sql, says_cannot_answer
+from routesh.sql.hardness import hardness
+from routesh.sql.parse import same_sql
+from routesh.sql.truncate import truncate
+from routesh.sql.usage import tables_and_columns
 
 
 # Example values per column to introspect for the pipeline: the most any of its prompts shows. The shell,
@@ -102,7 +107,7 @@ class Pipeline:
             self._emit("ts", "no SQL in the reply; using the pseudo-SQL", artifact=pseudo, accepted=True,
                        reason="generation gave no SQL")
         trial = self._trial(candidate, "candidate")
-        if _empty_or_failed(trial) and pseudo and not _same_sql(pseudo, candidate):
+        if _empty_or_failed(trial) and pseudo and not same_sql(pseudo, candidate):
             trial = self._fall_back_to_pseudo(pseudo, trial)
 
         # 4: noise correction with execution feedback
@@ -135,7 +140,7 @@ class Pipeline:
                    artifact={t: sorted(c) for t, c in linked.items()}, accepted=bool(linked),
                    reason="" if linked else "the reply named no table of this schema", completion=sl_out,
                    seconds=seconds / 2)
-        pseudo = sqlutil.extract_sql(ts_out.text, self.dialect)
+        pseudo = extract_sql(ts_out.text, self.dialect)
         used = self._usage(pseudo)
         self._emit("pseudo", _one_line(pseudo) if pseudo else "no SQL in the reply", raw=ts_out.text,
                    artifact=pseudo, accepted=pseudo is not None, completion=ts_out, seconds=seconds / 2)
@@ -151,7 +156,7 @@ class Pipeline:
         """The generated SQL (None when the reply has none) and the reply itself."""
         request = prompts.ts_prompt(schema_text, self.dialect, question, hint)
         out = self._call(request, draft=draft)
-        sql = sqlutil.extract_sql(out.text, self.dialect)
+        sql = extract_sql(out.text, self.dialect)
         self._emit("ts", _one_line(sql) if sql else "no SQL in the reply", raw=out.text, artifact=sql,
                    accepted=sql is not None, completion=out)
         return sql, out.text
@@ -173,8 +178,8 @@ class Pipeline:
         request = prompts.nc_prompt(schema_text, self.dialect, question, trial.sql, trial.feedback, hint)
         out = self._call(request, draft=trial.sql)
         verdict = prompts.parse_nc_verdict(out.text)
-        fixed = sqlutil.extract_sql(out.text, self.dialect) if verdict is not True else None
-        if fixed is None or _same_sql(fixed, trial.sql):
+        fixed = extract_sql(out.text, self.dialect) if verdict is not True else None
+        if fixed is None or same_sql(fixed, trial.sql):
             why = "the model judged it correct" if verdict else "no different SQL proposed"
             self._emit("nc", why, raw=out.text, artifact=trial.feedback, accepted=False, reason=why, completion=out)
             return trial
@@ -191,13 +196,13 @@ class Pipeline:
         hard = trial.ran and _is_hard(trial.sql, self.dialect)
         if trial.ran and not hard:
             return trial
-        prefix = sqlutil.truncate(trial.sql, self.dialect, fraction=self.options.cw_fraction)
+        prefix = truncate(trial.sql, self.dialect, fraction=self.options.cw_fraction)
         if not prefix.strip():
             return trial
         self._starting("continuation writing")
         request = prompts.cw_prompt(schema_text, self.dialect, question, prefix, hint)
         out = self._call(request, draft=trial.sql)
-        completed = sqlutil.extract_sql(out.text, self.dialect)
+        completed = extract_sql(out.text, self.dialect)
         trigger = "the SQL is hard" if trial.ran else "the SQL fails"
         if completed is None:
             self._emit("cw", "no SQL in the reply", raw=out.text, artifact=prefix, accepted=False,
@@ -242,7 +247,7 @@ class Pipeline:
     def _usage(self, sql: str | None) -> dict[str, set[str]]:
         if not sql:
             return {}
-        return self._known(sqlutil.tables_and_columns(sql, self.dialect, self.schema).as_linking())
+        return self._known(tables_and_columns(sql, self.dialect, self.schema).as_linking())
 
     def _abstain(self, reason: str) -> Answer:
         self._answer.reason = reason
@@ -271,19 +276,15 @@ def _is_hard(sql: str, dialect: str) -> bool:
     """ROUTE's trigger for continuation writing; SQL the database ran but sqlglot cannot read is
     treated as not hard (nothing to cut it at reliably)."""
     try:
-        return sqlutil.hardness(sql, dialect).is_hard
+        return hardness(sql, dialect).is_hard
     except ValueError:
         return False
 
 
 def _no_sql_reason(reply: str) -> str:
-    if sqlutil.says_cannot_answer(reply):
+    if says_cannot_answer(reply):
         return f"the model says this database cannot answer it: {_one_line(reply)[:200]}"
     return "the model wrote no SQL"
-
-
-def _same_sql(a: str, b: str) -> bool:
-    return " ".join(a.lower().split()).rstrip(";") == " ".join(b.lower().split()).rstrip(";")
 
 
 def _columns_summary(linked: Mapping[str, set[str]]) -> str:
