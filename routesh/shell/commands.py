@@ -24,6 +24,7 @@ from routesh.shell.modelload import ModelLoader
 from routesh.shell.render import FORMATS
 from routesh.shell.session import ShellSession
 from routesh.shell.stagesview import trace
+from routesh.sql.split import split_statements
 
 
 @dataclass(frozen=True)
