@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 import sqlglot
 from sqlglot import exp
@@ -205,3 +206,50 @@ def leftmost_select(node: exp.Expression) -> exp.Select | None:
     while isinstance(node, (exp.SetOperation, exp.Subquery)):
         node = node.this
     return node if isinstance(node, exp.Select) else None
+
+
+# ---- unfinished text ----------------------------------------------------------------------------------
+
+# A forgiving lexer for text still being typed, which sqlglot cannot read (an open string, half a
+# statement): strings and quoted names may be unterminated, and shell commands (`\d`) are tokens.
+_LOOSE_TOKEN = re.compile(
+    r"""(?P<str>'(?:[^']|'')*(?P<str_end>')?)
+      | (?P<qid>"(?:[^"]|"")*(?P<qid_end>")?)
+      | (?P<comment>--[^\n]*|/\*[\s\S]*?(?:\*/|$))
+      | (?P<id>[^\W\d][\w$]*)
+      | (?P<num>\d[\w.]*)
+      | (?P<cmd>\\[^\s\\]*)
+      | (?P<op><=|>=|<>|!=|\|\||::|[^\s\w])""",
+    re.X,
+)
+
+
+class LooseToken(NamedTuple):
+    kind: str  # str | qid | comment | id | num | cmd | op
+    text: str
+    start: int
+    end: int
+    closed: bool  # False for an unterminated string or quoted identifier
+
+    @property
+    def low(self) -> str:
+        return self.text.lower()
+
+    @property
+    def is_name(self) -> bool:
+        return self.kind == "id" or (self.kind == "qid" and self.closed)
+
+    @property
+    def name(self) -> str:
+        """The identifier without its quotes."""
+        return self.text[1:-1].replace('""', '"') if self.kind == "qid" else self.text
+
+
+def loose_tokens(text: str) -> list[LooseToken]:
+    """The tokens of unfinished text (see _LOOSE_TOKEN); never fails."""
+    out = []
+    for m in _LOOSE_TOKEN.finditer(text):
+        kind = next(k for k in ("str", "qid", "comment", "id", "num", "cmd", "op") if m.group(k) is not None)
+        closed = not ((kind == "str" and m.group("str_end") is None) or (kind == "qid" and m.group("qid_end") is None))
+        out.append(LooseToken(kind, m.group(), m.start(), m.end(), closed))
+    return out

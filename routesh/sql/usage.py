@@ -10,7 +10,7 @@ from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
 from routesh.db.schema import Schema, Table
-from routesh.sql.parse import Sql, is_real_table, leftmost_select, query_of
+from routesh.sql.parse import LooseToken, Sql, is_real_table, leftmost_select, query_of
 from routesh.sql.quiet import quiet_sqlglot
 
 @dataclass(frozen=True)
@@ -411,3 +411,55 @@ def schema_tables(tree: exp.Expression, schema: Schema) -> list[Table]:
 def _schema_nodes(tree: exp.Expression, schema: Schema) -> list[tuple[exp.Table, Table]]:
     found = ((node, schema.table(node.name)) for node in tree.find_all(exp.Table))
     return [(node, table) for node, table in found if table is not None]
+
+
+# ---- tables named in unfinished text ------------------------------------------------------------------
+
+# Words a table name follows.
+TABLE_WORDS = frozenset({"from", "join", "into", "update", "table", "truncate"})
+
+
+def typed_references(tokens: list[LooseToken], schema: Schema | None,
+                     keywords: frozenset[str]) -> tuple[list[Table], dict[str, Table]]:
+    """Tables a statement being typed names after FROM/JOIN/INTO/UPDATE (and FROM's comma list), and
+    the aliases they get (`orders o`, `orders AS o`), aliases and table names both as keys. On loose
+    tokens, because the text rarely parses yet; a word in `keywords` after a table is no alias."""
+    refs: list[Table] = []
+    found: dict[str, Table] = {}
+    if schema is None:
+        return refs, found
+    toks = [t for t in tokens if t.kind != "comment"]
+    i = 0
+    while i < len(toks):
+        keyword = toks[i].low
+        i += 1
+        if toks[i - 1].kind != "id" or keyword not in TABLE_WORDS:
+            continue
+        while i < len(toks):
+            parts, j = [], i
+            while j < len(toks) and toks[j].is_name:
+                parts.append(toks[j].name)
+                if j + 2 < len(toks) and toks[j + 1].text == "." and toks[j + 2].is_name:
+                    j += 2
+                else:
+                    j += 1
+                    break
+            table = schema.table(".".join(parts)) if parts else None
+            if table is None:
+                break
+            if table not in refs:
+                refs.append(table)
+            found.setdefault(table.name.lower(), table)
+            found.setdefault(table.display_name.lower(), table)
+            if j < len(toks) and toks[j].low == "as" and j + 1 < len(toks) and toks[j + 1].is_name:
+                found[toks[j + 1].name.lower()] = table
+                j += 2
+            elif j < len(toks) and toks[j].is_name and toks[j].low not in keywords:
+                found[toks[j].name.lower()] = table
+                j += 1
+            i = j
+            if keyword == "from" and i < len(toks) and toks[i].text == ",":
+                i += 1  # FROM a x, b y
+                continue
+            break
+    return refs, found
