@@ -2,10 +2,11 @@
 
 Why a hand-written completer rather than a full SQL parse: the buffer is almost always an unfinished
 statement (that is when completion matters), and questions in plain language are typed at the same
-prompt. So this is pgcli-lite: a forgiving tokenizer, the last keyword before the cursor decides what
-is offered (tables after FROM, columns after SELECT, a table's columns after `alias.`), and ranking is
-prefix matches before substring matches. Nothing is offered for an empty word while typing, nor any
-substring-only match, so ordinary English does not pop menus unless a word starts like a keyword or
+prompt. So this is pgcli-lite: a forgiving tokenizer (routesh.sql.parse.loose_tokens), the last keyword
+before the cursor decides what is offered (tables after FROM, columns after SELECT, a table's columns
+after `alias.`, resolved by routesh.sql.usage.typed_references), and ranking is prefix matches before
+substring matches. Nothing is offered for an empty word while typing, nor any substring-only match, so
+ordinary English does not pop menus unless a word starts like a keyword or
 a schema name (an explicit Tab offers everything).
 
 The schema arrives late (introspection can be slow) and changes after DDL, so the names live in one
