@@ -62,16 +62,14 @@ def scan(tokens: list[Token], clauses: Collection[TokenType]) -> list[ScannedTok
     for i, tok in enumerate(tokens):
         kind = tok.token_type
         if kind == TokenType.L_PAREN:
-            outer = stack[-1]
-            out.append(ScannedToken(tok, len(stack) - 1, outer.clause, in_query=outer.query))
+            out.append(_parenthesis(tok, stack))
             nxt = tokens[i + 1] if i + 1 < len(tokens) else None
             stack.append(_Frame(query=nxt is not None and nxt.token_type in _QUERY_OPENERS))
             continue
         if kind == TokenType.R_PAREN:
             if len(stack) > 1:
                 stack.pop()
-            outer = stack[-1]
-            out.append(ScannedToken(tok, len(stack) - 1, outer.clause, in_query=outer.query))
+            out.append(_parenthesis(tok, stack))
             continue
         frame = stack[-1]
         between_and = False
@@ -88,6 +86,12 @@ def scan(tokens: list[Token], clauses: Collection[TokenType]) -> list[ScannedTok
             frame.clause = kind
         out.append(ScannedToken(tok, len(stack) - 1, frame.clause, between_and, frame.cases > 0, frame.query))
     return out
+
+
+def _parenthesis(tok: Token, stack: list[_Frame]) -> ScannedToken:
+    """A parenthesis, at the level outside it."""
+    outer = stack[-1]
+    return ScannedToken(tok, len(stack) - 1, outer.clause, in_query=outer.query)
 
 
 # ---- truncation ---------------------------------------------------------------------------------------
