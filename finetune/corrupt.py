@@ -15,15 +15,13 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import sqlglot
-from sqlglot import exp
-from sqlglot.dialects.dialect import Dialect
-from sqlglot.errors import SqlglotError
 from sqlglot.tokens import Token, TokenType
 
 from routesh import prompts
 from routesh.db.schema import Schema, Table
-from routesh.sqllog import quiet_sqlglot
+from routesh.sql.parse import squash, tokenize, tree
+from routesh.sql.truncate import scan
+from routesh.sql.usage import aliases, schema_tables
 
 KINDS = (
     "wrong_column",  # another column of the same table
@@ -49,21 +47,11 @@ class Corruption:
     sql: str
 
 
-@dataclass
-class _Tok:
-    token: Token
-    depth: int  # parentheses around it
-    clause: TokenType | None  # the clause of its query level it sits in (WHERE, ON, ...)
-    in_between: bool = False  # the AND of a BETWEEN
-    in_case: bool = False
-
-
 _CLAUSES = frozenset({TokenType.SELECT, TokenType.FROM, TokenType.WHERE, TokenType.GROUP_BY, TokenType.HAVING,
                       TokenType.ORDER_BY, TokenType.LIMIT, TokenType.OFFSET, TokenType.ON, TokenType.JOIN,
                       TokenType.UNION, TokenType.INTERSECT, TokenType.EXCEPT})
 _JOIN_WORDS = frozenset({TokenType.LEFT, TokenType.RIGHT, TokenType.FULL, TokenType.INNER, TokenType.OUTER,
                          TokenType.CROSS, TokenType.NATURAL, TokenType.JOIN})
-_SET_OPS = frozenset({TokenType.UNION, TokenType.INTERSECT, TokenType.EXCEPT})
 _CONDITION_CLAUSES = frozenset({TokenType.WHERE, TokenType.HAVING})
 _FLIP = {TokenType.GT: "<", TokenType.LT: ">", TokenType.GTE: "<", TokenType.LTE: ">", TokenType.EQ: "!=",
          TokenType.NEQ: "="}
@@ -75,28 +63,11 @@ class _Query:
 
     def __init__(self, sql: str, dialect: str, schema: Schema):
         self.sql, self.dialect, self.schema = sql, dialect, schema
-        d = Dialect.get_or_raise(dialect)
-        try:
-            tokens = d.tokenizer_class(dialect=d).tokenize(sql)
-        except SqlglotError:
-            tokens = []
-        self.toks = _annotate(tokens)
-        self.aliases: dict[str, Table] = {}  # lower alias or table name → schema table
-        self.tables: list[Table] = []  # tables the query reads, first use first
-        try:
-            with quiet_sqlglot():
-                tree = sqlglot.parse_one(sql, read=dialect)
-        except Exception:  # noqa: BLE001
-            tree = None
-        if tree is not None:
-            for node in tree.find_all(exp.Table):
-                table = schema.table(node.name)
-                if table is None:
-                    continue
-                self.aliases.setdefault(node.alias_or_name.lower(), table)
-                self.aliases.setdefault(node.name.lower(), table)
-                if table not in self.tables:
-                    self.tables.append(table)
+        self.toks = scan(tokenize(sql, dialect, partial=False), _CLAUSES)
+        parsed = tree(sql, dialect)
+        # lower alias or table name → schema table; the tables the query reads, first use first
+        self.aliases: dict[str, Table] = aliases(parsed, schema) if parsed is not None else {}
+        self.tables: list[Table] = schema_tables(parsed, schema) if parsed is not None else []
 
     def edit(self, start: int, end: int, text: str) -> str:
         """The query with sql[start:end] replaced; whitespace is tidied where text was removed."""
@@ -156,37 +127,6 @@ class _Query:
             if homes:
                 sites.append((i, homes[0]))
         return sites
-
-
-def _annotate(tokens: list[Token]) -> list[_Tok]:
-    out: list[_Tok] = []
-    stack: list[dict] = [{"clause": None, "betweens": 0, "cases": 0}]
-    for tok in tokens:
-        kind = tok.token_type
-        if kind == TokenType.L_PAREN:
-            out.append(_Tok(tok, len(stack) - 1, stack[-1]["clause"]))
-            stack.append({"clause": None, "betweens": 0, "cases": 0})
-            continue
-        if kind == TokenType.R_PAREN:
-            if len(stack) > 1:
-                stack.pop()
-            out.append(_Tok(tok, len(stack) - 1, stack[-1]["clause"]))
-            continue
-        frame = stack[-1]
-        between_and = False
-        if kind == TokenType.CASE:
-            frame["cases"] += 1
-        elif kind == TokenType.END and frame["cases"]:
-            frame["cases"] -= 1
-        elif kind == TokenType.BETWEEN:
-            frame["betweens"] += 1
-        elif kind == TokenType.AND and frame["betweens"]:
-            frame["betweens"] -= 1
-            between_and = True
-        elif kind in _CLAUSES:
-            frame["clause"] = kind
-        out.append(_Tok(tok, len(stack) - 1, frame["clause"], between_and, frame["cases"] > 0))
-    return out
 
 
 def _span(tok: Token) -> tuple[int, int]:
@@ -431,9 +371,9 @@ class Corrupter:
     def candidates(self, kind: str, rng: random.Random) -> list[str]:
         """Every distinct edit of this kind (differing from the gold text), in a seeded order."""
         assert self._query is not None
-        seen, out = {_squash(self.sql)}, []
+        seen, out = {squash(self.sql)}, []
         for sql in _MAKERS[kind](self._query, rng):
-            key = _squash(sql)
+            key = squash(sql)
             if key not in seen and sql.strip():
                 seen.add(key)
                 out.append(sql)
@@ -450,7 +390,3 @@ def corruptions(sql: str, schema: Schema, rng: random.Random, kinds: Sequence[st
     """One corruption per applicable kind (the site chosen by `rng`), in the order of `kinds`."""
     corrupter = Corrupter(sql, schema, dialect)
     return [c for c in (corrupter.one(k, rng) for k in kinds) if c is not None]
-
-
-def _squash(sql: str) -> str:
-    return " ".join(sql.lower().split()).rstrip(";")

@@ -9,7 +9,7 @@ TS  text-to-SQL, twice, because the pipeline asks it on two schema texts:
                  query's tables and columns (`*` = every column), plus the tables on the foreign-key paths
                  joining them (the pipeline's bridge).
 SL  schema linking on the full schema text; target prompts.sl_reply(the gold query's tables/columns as
-    sqlutil.tables_and_columns reads them, through aliases). Pairs whose gold uses a column that cannot be
+    routesh.sql.usage.tables_and_columns reads them, through aliases). Pairs whose gold uses a column that cannot be
     attributed to a table give no SL example (counted).
 NC  noise correction on the reduced schema text (K ∪ the candidate's own tables/columns, bridged, as
     step 2 merges the linking with the pseudo-SQL), with the candidate's real execution feedback
@@ -18,8 +18,8 @@ NC  noise correction on the reduced schema text (K ∪ the candidate's own table
       negatives ("wrong, the correct SQL is: <gold>"): typed corruptions of the gold (corrupt.py) and
       the model's generations whose result differs from the gold's.
 CW  continuation writing on the reduced schema text from a clause-boundary prefix of the gold
-    (sqlutil.truncate at the pipeline's cw_fraction, plus other truncation_points); target: the whole
-    gold query in a ```sql block, which is what the pipeline extracts (sqlutil.extract_sql) and runs.
+    (routesh.sql.truncate at the pipeline's cw_fraction, plus other truncation_points); target: the whole
+    gold query in a ```sql block, which is what the pipeline extracts (routesh.sql.extract.extract_sql) and runs.
 
 Gold SQL is used with Spider's stray spacing tidied (`avg(age) ,  min(age)` → `avg(age), min(age)`),
 at token boundaries only, so it runs exactly as written. Everything is deterministic given the seed:
@@ -38,8 +38,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlglot.dialects.dialect import Dialect
-from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
 import routesh.prompts
@@ -48,14 +46,19 @@ from routesh.db.schema import Schema
 from routesh.db.sqlite import SqliteDatabase
 from routesh.engine.base import ChatRequest, Engine, GenerationParams
 from routesh.evaluate.datasets import Example, data_dir, load_spider
-from routesh.pipeline import sqlutil
 from routesh.pipeline import linking
 from routesh.pipeline.linking import reduced_keep
 from routesh.pipeline import schema_texts
 from routesh.pipeline.options import SCHEMA_SAMPLES, SQL_STOP, PipelineOptions
 from routesh.pipeline.stages import Stage
 from routesh.pipeline.trial import Trial
-from routesh.pipeline.sqlutil import Usage
+from routesh.sql import extract as sql_extract
+from routesh.sql import truncate as sql_truncate
+from routesh.sql import usage as sql_usage
+from routesh.sql.extract import extract_sql
+from routesh.sql.parse import squash, tokenize, validate
+from routesh.sql.truncate import truncate, truncation_points
+from routesh.sql.usage import Usage, tables_and_columns
 
 from finetune import corrupt
 from finetune.filter import DROP_REASONS, execute, gold_drop_reason, same_result
@@ -97,11 +100,7 @@ def tidy_sql(sql: str, dialect: str = DIALECT) -> str:
     """Spider's gold with its spacing tidied at token boundaries: one space between tokens, none
     before `,` or `)` or after `(`; no trailing `;`. Literals and quoted names are kept verbatim."""
     text = sql.strip().rstrip(";").strip()
-    d = Dialect.get_or_raise(dialect)
-    try:
-        tokens = d.tokenizer_class(dialect=d).tokenize(text)
-    except SqlglotError:
-        return text
+    tokens = tokenize(text, dialect, partial=False)  # [] when it does not tokenize: keep it as written
     if not tokens:
         return text
     out = [text[tokens[0].start: tokens[0].end + 1]]
@@ -179,7 +178,7 @@ class Synthesizer:
         gold = tidy_sql(ex.gold_sql)
         gold_run = execute(db, gold, timeout=popts.timeout)
         reason = gold_drop_reason(gold_run)
-        usage = sqlutil.tables_and_columns(gold, DIALECT, schema)
+        usage = tables_and_columns(gold, DIALECT, schema)
         if reason is None and usage.error:
             reason = "gold_unparsed"
         if reason is None and self.judge is not None and not self._judge_accepts(ex, schema, gold, gold_run, usage):
@@ -243,7 +242,7 @@ class Synthesizer:
 
     def _nc(self, ex: Example, schema: Schema, question: str, sql: str, gold_keep: Mapping[str, set[str]],
             run: Trial, *, correct: bool, gold: str, kind: str) -> dict[str, Any]:
-        own = usage_keep(schema, sqlutil.tables_and_columns(sql, DIALECT, schema))
+        own = usage_keep(schema, tables_and_columns(sql, DIALECT, schema))
         text = self._reduced_text(schema, question, gold_keep, own)
         feedback = run.feedback(schema, self.options.pipeline.preview_rows)
         request = prompts.nc_prompt(text, DIALECT, question, sql, feedback, ex.hint)
@@ -292,7 +291,7 @@ class Synthesizer:
                         prompts.ts_prompt(reduced_text, DIALECT, question, ex.hint)]
             for completion in self.generator.generate(requests, params):
                 self.notes["generations"] += 1
-                sql = sqlutil.extract_sql(completion.text, DIALECT)
+                sql = extract_sql(completion.text, DIALECT)
                 if sql is None:
                     self.notes["generations_without_sql"] += 1
                 else:
@@ -307,10 +306,10 @@ class Synthesizer:
         if want <= 0:
             return []
         out: list[tuple[str, str]] = []
-        half = sqlutil.truncate(gold, DIALECT, fraction=self.options.pipeline.cw_fraction)
+        half = truncate(gold, DIALECT, fraction=self.options.pipeline.cw_fraction)
         if half.strip():
             out.append(("pipeline_cut", half))
-        points = sqlutil.truncation_points(gold, DIALECT)
+        points = truncation_points(gold, DIALECT)
         others = [gold[:p].rstrip() for p in points]
         others = [p for p in dict.fromkeys(others) if p.strip() and p != half]
         self.rng(ex, "cw").shuffle(others)
@@ -332,7 +331,7 @@ class Synthesizer:
 
 
 def _squash(sql: str) -> str:
-    return " ".join(sql.lower().split()).rstrip(";").strip()
+    return squash(sql).strip()  # also when a space stood before the `;`
 
 
 # ---- model generations from receipts ---------------------------------------------------------------
@@ -364,7 +363,7 @@ def receipt_candidates(path: Path, examples: Sequence[Example]) -> tuple[dict[in
         sqls += [e.get("artifact") for e in data.get("events", []) if e.get("stage") in _MODEL_STAGES
                  and not str(e.get("summary", "")).startswith("no SQL")]  # a cw event without SQL holds its prefix
         for sql in sqls:
-            if isinstance(sql, str) and sql.strip() and sqlutil.validate(sql, DIALECT) is None:
+            if isinstance(sql, str) and sql.strip() and validate(sql, DIALECT) is None:
                 found.setdefault(index, []).append(sql)
                 stats["sql_found"] += 1
     return found, dict(stats)
@@ -467,7 +466,10 @@ def _card(out_dir: Path, options: SynthOptions, everything: Sequence[Example], c
         "sources": sources,
         "prompts": {
             "routesh.prompts sha256": sha256_file(Path(routesh.prompts.__file__)),
-            "routesh.pipeline.sqlutil sha256": sha256_file(Path(sqlutil.__file__)),
+            # the SQL modules that shape targets: what is extracted, linked and cut
+            "routesh.sql.extract sha256": sha256_file(Path(sql_extract.__file__)),
+            "routesh.sql.usage sha256": sha256_file(Path(sql_usage.__file__)),
+            "routesh.sql.truncate sha256": sha256_file(Path(sql_truncate.__file__)),
             "finetune.corrupt sha256": sha256_file(Path(corrupt.__file__)),
         },
         "examples": {"in_dataset": len(everything), "considered": len(chosen),

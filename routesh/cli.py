@@ -14,13 +14,13 @@ from collections.abc import Sequence
 
 from routesh import __version__
 from routesh.db import DEFAULT_ROW_LIMIT, DEFAULT_TIMEOUT_S, Database, ExecOptions, connect
-from routesh.db import guard
 from routesh.db.cancellable import execute_cancellable
 from routesh.config import load_config
 from routesh.engine.models import DEFAULT_MODEL, catalog_names
 from routesh.errors import RoutesError, UsageError
 from routesh.pipeline.stages import StageConfig
 from routesh.shell.render import FORMATS, footer, render
+from routesh.sql import guard
 
 EXIT_OK, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 130
 

@@ -22,7 +22,7 @@ from routesh.pipeline.stages import Answer, StageConfig, StageEvent, Starting
 def run_text(db: Database, text: str, *, run: bool, fmt: str, options: ExecOptions, model: str | None,
              backend: str, stages: StageConfig) -> int:
     from routesh.cli import run_one
-    from routesh.shell.classify import classify, is_command
+    from routesh.sql.classify import classify, is_command
 
     text = text.strip()
     if is_command(text):

@@ -382,7 +382,7 @@ def parse_sl_reply(reply: str) -> dict[str, list[str]] | None:
 
 def parse_nc_verdict(reply: str) -> bool | None:
     """True for "correct", False for "wrong ...", None when the reply says neither (the corrected SQL
-    itself is extracted by pipeline.sqlutil)."""
+    itself is extracted by routesh.sql.extract)."""
     head = reply.strip().lower()
     if head.startswith("wrong") or NC_WRONG in head:
         return False

@@ -13,7 +13,8 @@ import psycopg
 import pytest
 
 from routesh.errors import UsageError
-from routesh.evaluate.alternatives import expand_gold, split_statements
+from routesh.evaluate.alternatives import expand_gold
+from routesh.sql.split import split_statements
 from routesh.evaluate.compare import any_match, results_match
 from routesh.evaluate.datasets import Example, load_data, load_defog, load_file
 from routesh.evaluate.gold import check_gold

@@ -23,7 +23,9 @@ from routesh.engine.base import ChatRequest, Completion, GenerationParams
 from routesh.evaluate.compare import order_matters, results_match
 from routesh.db.base import ExecOptions
 from routesh.errors import RoutesError
-from routesh.pipeline import sqlutil
+from routesh.sql.extract import extract_sql
+from routesh.sql.hardness import hardness
+from routesh.sql.usage import tables_and_columns
 from routesh.pipeline.pipeline import Pipeline
 from tests.helpers import REPO, SHARED_DATA
 
@@ -85,14 +87,14 @@ def test_every_task_has_well_formed_examples(dataset):
             target = rec["messages"][2]["content"]
             if task in ("ts", "cw"):
                 assert target == prompts.sql_reply(gold)
-                assert sqlutil.extract_sql(target, "sqlite") == gold  # what the pipeline takes from the reply
+                assert extract_sql(target, "sqlite") == gold  # what the pipeline takes from the reply
             elif task == "sl":
                 assert prompts.parse_sl_reply(target) is not None
             else:
                 verdict = prompts.parse_nc_verdict(target)
                 assert verdict is (rec["kind"] in ("gold", "model_correct"))
                 if verdict is False:
-                    assert sqlutil.extract_sql(target, "sqlite") == gold
+                    assert extract_sql(target, "sqlite") == gold
     # 12 questions, all with a question and a database; each gives TS twice, SL, NC gold and 1 corruption
     assert card["examples"]["considered"] == len(INDICES) and card["examples"]["pairs_kept"] == len(INDICES)
     assert card["counts_by_kind"]["ts"] == {"full": len(INDICES), "reduced": len(INDICES)}
@@ -150,7 +152,7 @@ def pipeline_requests(index: int, candidate: str | None = None) -> list[tuple[st
     ex = spider_train()[index]
     db, schema = open_db(ex.db_id)
     gold = tidy_sql(ex.gold_sql)
-    usage = sqlutil.tables_and_columns(gold, "sqlite", schema)
+    usage = tables_and_columns(gold, "sqlite", schema)
     engine = Recorder(sl=prompts.sl_reply(usage.as_linking()), ts=prompts.sql_reply(candidate or gold),
                       nc=prompts.NC_CORRECT, cw=prompts.sql_reply(gold))
     Pipeline(engine, db, schema).ask(ex.question)
@@ -176,7 +178,7 @@ def test_prompts_are_byte_identical_to_what_the_pipeline_asks(dataset, index):
         assert prompt_of(by_kind["cw", "pipeline_cut"]) == calls[tasks.index("cw")][1]
     else:
         ex = spider_train()[index]
-        assert not sqlutil.hardness(tidy_sql(ex.gold_sql), "sqlite").is_hard
+        assert not hardness(tidy_sql(ex.gold_sql), "sqlite").is_hard
 
 
 def test_corrupted_candidates_are_shown_as_the_pipeline_shows_them(dataset):

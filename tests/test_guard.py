@@ -1,4 +1,4 @@
-"""Layer (a) of the read-only guard (routesh/db/guard.py), on its own: sqlglot, no database.
+"""Layer (a) of the read-only guard (routesh/sql/guard.py), on its own: sqlglot, no database.
 
 Every adversarial attempt (tests/adversarial.py) is refused with a reason that names what was found;
 legitimately read-only queries pass; unparseable text is refused; write mode lets plain writes through
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from routesh.db import guard
+from routesh.sql import guard
 from routesh.errors import Refused
 from tests.adversarial import (
     POSTGRES_ATTEMPTS,

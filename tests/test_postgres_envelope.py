@@ -30,7 +30,7 @@ import psycopg
 import pytest
 from psycopg import sql as pgsql
 
-from routesh.db import guard
+from routesh.sql import guard
 from routesh.db.postgres import PostgresDatabase
 from routesh.errors import QueryError, Refused
 from tests.adversarial import LO_OID, POSTGRES_ATTEMPTS, POSTGRES_READ_ONLY, render

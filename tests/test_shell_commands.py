@@ -12,7 +12,7 @@ from routesh.config import load_config
 from routesh.db import connect
 from routesh.errors import UsageError
 from routesh.shell import commands
-from routesh.shell.classify import classify, ready_to_submit, starts_like_sql
+from routesh.sql.classify import classify, ready_to_submit, starts_like_sql
 from routesh.shell.modelload import ModelLoader
 from routesh.shell.session import ShellSession
 from tests.helpers import make_shop_db

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from routesh.db import guard
+from routesh.sql import guard
 from routesh.db.base import ExecOptions
 from routesh.db.sqlite import SqliteDatabase
 from routesh.errors import QueryCancelled, QueryError, QueryTimeout, Refused

@@ -25,7 +25,6 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.pq import TransactionStatus
 
-from routesh.db import guard as sql_guard
 from routesh.db.base import ConnectionInfo, ExecOptions, Result
 from routesh.db.dsn import redact
 from routesh.db.schema import Column, ForeignKey, Schema, Table, distinct_samples
@@ -38,6 +37,8 @@ from routesh.errors import (
     Refused,
     RoutesError,
 )
+from routesh.sql import guard as sql_guard
+from routesh.sql.parse import first_keyword
 
 LAYER = "database"
 LOST = "connection to the server was lost; it will be reopened on the next statement"
@@ -219,7 +220,7 @@ class PostgresDatabase:
         return columns, rows, None
 
     def _run_write(self, conn: psycopg.Connection[Any], sql: str, opts: ExecOptions) -> _Outcome:
-        if _first_keyword(sql) == "COPY":
+        if first_keyword(sql) == "COPY":
             # COPY to the client would wedge the connection; to a file or program it leaves the database.
             raise Refused("COPY is not supported; use SELECT (or \\copy in psql)", layer=LAYER, node="COPY")
         with self._step(sql, opts, "begin"):
@@ -329,7 +330,7 @@ def _check_plan(plan: str) -> None:
 def _refusal(err: psycopg.Error, sql: str, step: str, message: str) -> Refused | None:
     """Is this server error the envelope refusing a non-query, rather than a mistake in a query?"""
     state = err.sqlstate or ""
-    keyword = _first_keyword(sql)
+    keyword = first_keyword(sql)
     if state == "25006":  # read_only_sql_transaction
         return Refused(message, layer=LAYER, node=keyword or None)
     if "multiple commands" in message:
@@ -340,28 +341,6 @@ def _refusal(err: psycopg.Error, sql: str, step: str, message: str) -> Refused |
         # EXPLAIN accepted it, DECLARE CURSOR did not: SELECT INTO, a data-modifying WITH, ...
         return Refused(f"not a plain query: {message}", layer=LAYER, node=keyword or None)
     return None
-
-
-def _first_keyword(sql: str) -> str:
-    """The statement's first word (upper case) after whitespace and comments (PostgreSQL's block
-    comments nest), or "(" for a parenthesised query."""
-    pos, depth = 0, 0
-    while pos < len(sql):
-        if sql.startswith("/*", pos):
-            depth, pos = depth + 1, pos + 2
-        elif depth and sql.startswith("*/", pos):
-            depth, pos = depth - 1, pos + 2
-        elif depth or sql[pos].isspace():
-            pos += 1
-        elif sql.startswith("--", pos):
-            newline = re.compile(r"[\r\n]").search(sql, pos)  # a CR ends a line comment too
-            pos = newline.end() if newline else len(sql)
-        else:
-            break
-    if sql[pos : pos + 1] == "(":
-        return "("
-    word = re.match(r"[A-Za-z_]+", sql[pos:])
-    return word[0].upper() if word else ""
 
 
 def _server_message(err: psycopg.Error, sql: str, *, offset: int | None = None) -> str:

@@ -10,10 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from routesh.db import guard
 from routesh.db.base import ConnectionInfo, ExecOptions, Result
 from routesh.db.schema import Column, ForeignKey, Schema, Table, distinct_samples
 from routesh.errors import ConnectError, QueryCancelled, QueryError, QueryTimeout, Refused
+from routesh.sql import guard
 
 LAYER = "database"  # how refusals from this envelope are labelled (the same on PostgreSQL)
 _HEADER = b"SQLite format 3\x00"

@@ -18,65 +18,14 @@ One gold cell may hold several acceptable queries:
 from __future__ import annotations
 
 import itertools
-import re
-from collections.abc import Iterator
 
-_DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z_0-9]*)?\$")
-
-
-def _code_positions(sql: str) -> Iterator[int]:
-    """Indexes of the characters of `sql` that are code: outside strings, quoted identifiers and comments."""
-    i, n = 0, len(sql)
-    while i < n:
-        c = sql[i]
-        if c == "'":
-            backslashes = i > 0 and sql[i - 1] in "eE" and (i < 2 or not (sql[i - 2].isalnum() or sql[i - 2] == "_"))
-            i += 1
-            while i < n:
-                if backslashes and sql[i] == "\\":
-                    i += 2
-                    continue
-                if sql[i] == "'":
-                    if i + 1 < n and sql[i + 1] == "'":
-                        i += 2
-                        continue
-                    break
-                i += 1
-            i += 1
-        elif c == '"':
-            end = sql.find('"', i + 1)
-            while end != -1 and end + 1 < n and sql[end + 1] == '"':
-                end = sql.find('"', end + 2)
-            i = n if end == -1 else end + 1
-        elif c == "-" and sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end == -1 else end + 1
-        elif c == "/" and sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end == -1 else end + 2
-        elif c == "$" and (m := _DOLLAR.match(sql, i)) and not (i > 0 and (sql[i - 1].isalnum() or sql[i - 1] == "_")):
-            end = sql.find(m.group(0), m.end())
-            i = n if end == -1 else end + len(m.group(0))
-        else:
-            yield i
-            i += 1
-
-
-def split_statements(cell: str) -> list[str]:
-    """The `;`-separated statements of a gold cell, stripped, without empty ones."""
-    pieces, start = [], 0
-    for i in _code_positions(cell):
-        if cell[i] == ";":
-            pieces.append(cell[start:i])
-            start = i + 1
-    pieces.append(cell[start:])
-    return [p.strip() for p in pieces if p.strip()]
+from routesh.sql.split import code_positions, split_statements
 
 
 def _groups(statement: str) -> list[tuple[int, int]]:
     """(start, end) of each {...} pair in code, end exclusive."""
     out, opened = [], None
-    for i in _code_positions(statement):
+    for i in code_positions(statement):
         if statement[i] == "{" and opened is None:
             opened = i
         elif statement[i] == "}" and opened is not None:
@@ -88,7 +37,7 @@ def _groups(statement: str) -> list[tuple[int, int]]:
 def _options(inside: str) -> list[str]:
     """The choice's options: split at commas outside parentheses and strings."""
     parts, depth, start = [], 0, 0
-    code = set(_code_positions(inside))
+    code = set(code_positions(inside))
     for i, c in enumerate(inside):
         if i not in code:
             continue

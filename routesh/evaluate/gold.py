@@ -12,10 +12,11 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from routesh.db import Database, ExecOptions, guard
+from routesh.db import Database, ExecOptions
 from routesh.errors import QueryError, QueryTimeout, Refused
 
 from routesh.evaluate.datasets import Example, database_key, open_database
+from routesh.sql import guard
 
 
 @dataclass

@@ -24,10 +24,10 @@ from routesh.engine.base import Engine
 from routesh.errors import RoutesError, UsageError
 from routesh.evaluate.compare import any_match
 from routesh.evaluate.datasets import Example, database_key, open_database
-from routesh.pipeline import sqlutil
 from routesh.pipeline.options import SCHEMA_SAMPLES, PipelineOptions
 from routesh.pipeline.pipeline import Pipeline
 from routesh.pipeline.stages import REVISING, Stage, StageEvent
+from routesh.sql.hardness import hardness
 
 _COMPARE = ExecOptions(row_limit=100_000, timeout=60.0)
 
@@ -275,6 +275,6 @@ def _check_resumable(out: Path | None, done: dict[int, Receipt], examples: Seque
 
 def _level(sql: str, dialect: str = "sqlite") -> str:
     try:
-        return sqlutil.hardness(sql, dialect).level
+        return hardness(sql, dialect).level
     except ValueError:
         return "unknown"

@@ -24,6 +24,7 @@ from routesh.pipeline import schema_texts, steps
 from routesh.pipeline.options import PipelineOptions
 from routesh.pipeline.run import QuestionRun
 from routesh.pipeline.stages import Answer, EventSink, Stage
+from routesh.sql.parse import same_sql
 
 
 class Pipeline:
@@ -56,10 +57,10 @@ class Pipeline:
             if not pseudo:
                 return run.abstain(steps.no_sql_reason(reply))
             candidate = pseudo
-            run.emit(Stage.TS, "no SQL in the reply; using the pseudo-SQL", artifact=pseudo, accepted=True,
+            run.emit(Stage.TS, "no SQL in the reply; using the pseudo-SQL", artifact=pseudo.text, accepted=True,
                      reason="generation gave no SQL")
         trial = run.trial(candidate, "candidate")
-        if trial.empty_or_failed and pseudo and not steps.same_sql(pseudo, candidate):
+        if trial.empty_or_failed and pseudo and not same_sql(pseudo.text, candidate.text):
             trial = steps.fall_back_to_pseudo(run, pseudo, trial)
 
         # 4: noise correction with execution feedback

@@ -12,11 +12,14 @@ from routesh.cancel import CancelToken
 from routesh.db.base import Database
 from routesh.db.schema import Schema
 from routesh.engine.base import ChatRequest, Completion, Engine, GenerationParams
-from routesh.pipeline import linking, sqlutil
+from routesh.pipeline import linking
 from routesh.pipeline.linking import ReducedSchema
 from routesh.pipeline.options import SQL_STOP, PipelineOptions
 from routesh.pipeline.stages import Answer, EventSink, Stage, StageEvent, Starting
 from routesh.pipeline.trial import Trial, run_trial
+from routesh.sql.extract import extract_sql
+from routesh.sql.parse import Sql
+from routesh.sql.usage import tables_and_columns
 
 
 @dataclass
@@ -54,7 +57,7 @@ class QuestionRun:
 
     # ---- the database -------------------------------------------------------------------------------
 
-    def trial(self, sql: str, label: str) -> Trial:
+    def trial(self, sql: Sql, label: str) -> Trial:
         """Run a candidate read-only (guard included) with a small row limit: feedback, not the answer."""
         self.cancel.check()
         started = time.perf_counter()
@@ -72,11 +75,16 @@ class QuestionRun:
     def known(self, linked: Mapping[str, list[str]]) -> ReducedSchema:
         return linking.known_columns(self.schema, linked)
 
-    def usage(self, sql: str | None) -> ReducedSchema:
+    def usage(self, sql: Sql | None) -> ReducedSchema:
         """The tables and columns `sql` uses, as this schema spells them."""
-        if not sql:
+        if sql is None:
             return {}
-        return self.known(sqlutil.tables_and_columns(sql, self.dialect, self.schema).as_linking())
+        return self.known(tables_and_columns(sql, self.dialect, self.schema).as_linking())
+
+    def extract(self, reply: str) -> Sql | None:
+        """The SQL of a model reply, as the one typed value the later steps share (None: no SQL)."""
+        text = extract_sql(reply, self.dialect)
+        return Sql(text, self.dialect) if text else None
 
     # ---- what it reports ------------------------------------------------------------------------------
 

@@ -8,15 +8,19 @@ from collections.abc import Mapping
 
 from routesh import prompts
 from routesh.engine.base import GenerationParams
-from routesh.pipeline import linking, sqlutil
+from routesh.pipeline import linking
 from routesh.pipeline.linking import ReducedSchema
 from routesh.pipeline.options import SQL_STOP
 from routesh.pipeline.run import QuestionRun, one_line
 from routesh.pipeline.stages import Stage
 from routesh.pipeline.trial import Trial
+from routesh.sql.extract import says_cannot_answer
+from routesh.sql.hardness import hardness
+from routesh.sql.parse import Sql, same_sql
+from routesh.sql.truncate import truncate
 
 
-def link(run: QuestionRun, full_text: str) -> tuple[ReducedSchema, str | None]:
+def link(run: QuestionRun, full_text: str) -> tuple[ReducedSchema, Sql | None]:
     """Steps 1-2: schema linking ‖ the pseudo-SQL in one batch, merged into the reduced schema."""
     run.starting(Stage.SL, "schema linking")
     requests = [prompts.sl_prompt(full_text, run.dialect, run.question, run.hint),
@@ -29,10 +33,11 @@ def link(run: QuestionRun, full_text: str) -> tuple[ReducedSchema, str | None]:
              artifact=_listed(linked), accepted=bool(linked),
              reason="" if linked else "the reply named no table of this schema", completion=sl_out,
              seconds=seconds / 2)
-    pseudo = sqlutil.extract_sql(ts_out.text, run.dialect)
+    pseudo = run.extract(ts_out.text)
     used = run.usage(pseudo)
-    run.emit(Stage.PSEUDO, one_line(pseudo) if pseudo else "no SQL in the reply", raw=ts_out.text,
-             artifact=pseudo, accepted=pseudo is not None, completion=ts_out, seconds=seconds / 2)
+    run.emit(Stage.PSEUDO, one_line(pseudo.text) if pseudo else "no SQL in the reply", raw=ts_out.text,
+             artifact=pseudo.text if pseudo else None, accepted=pseudo is not None, completion=ts_out,
+             seconds=seconds / 2)
     keep = linking.reduced_keep(run.schema, linked, used)
     bridged = set(keep) - set(linked) - set(used) if linked or used else set()  # else: the whole schema
     run.emit(Stage.MERGE, f"{len(keep)} of {len(run.schema.tables)} tables kept"
@@ -41,18 +46,18 @@ def link(run: QuestionRun, full_text: str) -> tuple[ReducedSchema, str | None]:
     return keep, pseudo
 
 
-def generate(run: QuestionRun, schema_text: str, *, draft: str | None) -> tuple[str | None, str]:
+def generate(run: QuestionRun, schema_text: str, *, draft: Sql | None) -> tuple[Sql | None, str]:
     """Step 3: the generated SQL (None when the reply has none) and the reply itself."""
     run.starting(Stage.TS, "generation")
     request = prompts.ts_prompt(schema_text, run.dialect, run.question, run.hint)
-    out = run.call(request, draft=draft)
-    sql = sqlutil.extract_sql(out.text, run.dialect)
-    run.emit(Stage.TS, one_line(sql) if sql else "no SQL in the reply", raw=out.text, artifact=sql,
-             accepted=sql is not None, completion=out)
+    out = run.call(request, draft=draft.text if draft else None)
+    sql = run.extract(out.text)
+    run.emit(Stage.TS, one_line(sql.text) if sql else "no SQL in the reply", raw=out.text,
+             artifact=sql.text if sql else None, accepted=sql is not None, completion=out)
     return sql, out.text
 
 
-def fall_back_to_pseudo(run: QuestionRun, pseudo: str, weak: Trial) -> Trial:
+def fall_back_to_pseudo(run: QuestionRun, pseudo: Sql, weak: Trial) -> Trial:
     """The generation on the reduced schema failed or returned nothing; the pseudo-SQL, written on
     the full schema, is a second candidate that costs one trial run and no model call. It is taken
     if it runs where the candidate failed, or returns rows where the candidate returned none."""
@@ -60,7 +65,8 @@ def fall_back_to_pseudo(run: QuestionRun, pseudo: str, weak: Trial) -> Trial:
     taken = second.ran and (not weak.ran or not second.empty_or_failed)
     why = f"the candidate fails: {weak.error}" if not weak.ran else "the candidate returns no rows"
     run.emit(Stage.FALLBACK, "the pseudo-SQL replaces the candidate" if taken
-             else "the pseudo-SQL does no better; the candidate stays", artifact=pseudo, accepted=taken, reason=why)
+             else "the pseudo-SQL does no better; the candidate stays", artifact=pseudo.text, accepted=taken,
+             reason=why)
     return second if taken else weak
 
 
@@ -71,17 +77,17 @@ def correct(run: QuestionRun, schema_text: str, trial: Trial) -> Trial:
     request = prompts.nc_prompt(schema_text, run.dialect, run.question, trial.sql, feedback, run.hint)
     out = run.call(request, draft=trial.sql)
     verdict = prompts.parse_nc_verdict(out.text)
-    fixed = sqlutil.extract_sql(out.text, run.dialect) if verdict is not True else None
-    if fixed is None or same_sql(fixed, trial.sql):
+    fixed = run.extract(out.text) if verdict is not True else None
+    if fixed is None or same_sql(fixed.text, trial.sql):
         why = "the model judged it correct" if verdict else "no different SQL proposed"
         run.emit(Stage.NC, why, raw=out.text, artifact=feedback, accepted=False, reason=why, completion=out)
         return trial
     proposal = run.trial(fixed, "correction")
     if proposal.ran:
-        run.emit(Stage.NC, f"corrected: {one_line(fixed)}", raw=out.text, artifact=fixed, accepted=True,
+        run.emit(Stage.NC, f"corrected: {one_line(fixed.text)}", raw=out.text, artifact=fixed.text, accepted=True,
                  reason="the correction executes", completion=out)
         return proposal
-    run.emit(Stage.NC, "correction rejected", raw=out.text, artifact=fixed, accepted=False,
+    run.emit(Stage.NC, "correction rejected", raw=out.text, artifact=fixed.text, accepted=False,
              reason=f"the correction fails: {proposal.error}", completion=out)
     return trial
 
@@ -89,16 +95,17 @@ def correct(run: QuestionRun, schema_text: str, trial: Trial) -> Trial:
 def continue_writing(run: QuestionRun, schema_text: str, trial: Trial) -> Trial:
     """Step 5, when the SQL fails or is hard: complete a clause-boundary prefix of it; the completion is
     taken only if it runs and returns rows."""
-    hard = trial.ran and _is_hard(trial.sql, run.dialect)
+    parsed = trial.parsed or Sql(trial.sql, run.dialect)
+    hard = trial.ran and _is_hard(parsed)
     if trial.ran and not hard:
         return trial
-    prefix = sqlutil.truncate(trial.sql, run.dialect, fraction=run.options.cw_fraction)
+    prefix = truncate(parsed, run.dialect, fraction=run.options.cw_fraction)
     if not prefix.strip():
         return trial
     run.starting(Stage.CW, "continuation writing")
     request = prompts.cw_prompt(schema_text, run.dialect, run.question, prefix, run.hint)
     out = run.call(request, draft=trial.sql)
-    completed = sqlutil.extract_sql(out.text, run.dialect)
+    completed = run.extract(out.text)
     trigger = "the SQL is hard" if trial.ran else "the SQL fails"
     if completed is None:
         run.emit(Stage.CW, "no SQL in the reply", raw=out.text, artifact=prefix, accepted=False,
@@ -108,26 +115,22 @@ def continue_writing(run: QuestionRun, schema_text: str, trial: Trial) -> Trial:
     taken = attempt.ran and attempt.result is not None and bool(attempt.result.rows)
     why = "it executes and returns rows" if taken else (
         f"it fails: {attempt.error}" if not attempt.ran else "it returns no rows")
-    run.emit(Stage.CW, f"from “{one_line(prefix)}”: {one_line(completed)}", raw=out.text, artifact=completed,
+    run.emit(Stage.CW, f"from “{one_line(prefix)}”: {one_line(completed.text)}", raw=out.text, artifact=completed.text,
              accepted=taken, reason=f"{trigger}; {why}", completion=out)
     return attempt if taken else trial
 
 
 def no_sql_reason(reply: str) -> str:
-    if sqlutil.says_cannot_answer(reply):
+    if says_cannot_answer(reply):
         return f"the model says this database cannot answer it: {one_line(reply)[:200]}"
     return "the model wrote no SQL"
 
 
-def same_sql(a: str, b: str) -> bool:
-    return " ".join(a.lower().split()).rstrip(";") == " ".join(b.lower().split()).rstrip(";")
-
-
-def _is_hard(sql: str, dialect: str) -> bool:
+def _is_hard(sql: Sql) -> bool:
     """ROUTE's trigger for continuation writing; SQL the database ran but sqlglot cannot read is
     treated as not hard (nothing to cut it at reliably)."""
     try:
-        return sqlutil.hardness(sql, dialect).is_hard
+        return hardness(sql, sql.dialect).is_hard
     except ValueError:
         return False
 

@@ -4,12 +4,13 @@ training candidates through here too, so their feedback is byte-identical to wha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from routesh import prompts
 from routesh.db.base import Database, ExecOptions, Result
 from routesh.db.schema import Schema
 from routesh.errors import Cancelled, QueryTimeout, RoutesError
+from routesh.sql.parse import Sql
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Trial:
     result: Result | None
     error: str | None
     timed_out: bool = False
+    parsed: Sql | None = field(default=None, compare=False, repr=False)  # the same text, its tree parsed once
 
     @property
     def ran(self) -> bool:
@@ -48,14 +50,19 @@ class Trial:
         return prompts.render_feedback(result, self.error, schema)
 
 
-def run_trial(db: Database, sql: str, *, row_limit: int, timeout: float) -> Trial:
-    """Run `sql` through the guard and the read-only envelope. A cancellation (the user's Ctrl-C) is
-    not the candidate's fault: it propagates and stops the whole question."""
+def run_trial(db: Database, sql: str | Sql, *, row_limit: int, timeout: float) -> Trial:
+    """Run `sql` through the guard and the read-only envelope (which parses it again on purpose: the
+    guard checks exactly the text that runs). A cancellation (the user's Ctrl-C) is not the candidate's
+    fault: it propagates and stops the whole question. Given an Sql, the trial carries it on, so later
+    steps read its tree instead of parsing the text again."""
+    parsed = sql if isinstance(sql, Sql) else None
+    text = parsed.text if parsed else str(sql)
     try:
-        return Trial(sql, db.execute(sql, options=ExecOptions(row_limit=row_limit, timeout=timeout)), None)
+        result = db.execute(text, options=ExecOptions(row_limit=row_limit, timeout=timeout))
     except Cancelled:
         raise
     except QueryTimeout as err:
-        return Trial(sql, None, str(err), timed_out=True)
+        return Trial(text, None, str(err), timed_out=True, parsed=parsed)
     except RoutesError as err:
-        return Trial(sql, None, str(err))
+        return Trial(text, None, str(err), parsed=parsed)
+    return Trial(text, result, None, parsed=parsed)

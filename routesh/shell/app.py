@@ -31,7 +31,6 @@ from routesh.pipeline.pipeline import Pipeline
 from routesh.pipeline.stages import REVISING, Answer, StageConfig, StageEvent, Starting
 from routesh.shell import commands
 from routesh.shell.busy import BusyView
-from routesh.shell.classify import classify, is_command, ready_to_submit, starts_like_sql
 from routesh.shell.completer import SqlCompleter
 from routesh.shell.modelload import ModelLoader
 from routesh.shell.output import Output
@@ -39,6 +38,8 @@ from routesh.shell.render import footer, render, widest_line
 from routesh.shell.session import ShellSession
 from routesh.shell.stagesview import event_line
 from routesh.shell.toolbar import toolbar
+from routesh.sql.classify import classify, is_command, ready_to_submit, starts_like_sql
+from routesh.sql.dialect import pretty_sql
 
 _UI_STYLE = Style.from_dict({
     "prompt": "bold ansigreen", "prompt.run": "bold ansiyellow", "continuation": "ansigray",
@@ -200,20 +201,6 @@ def _answer_note(answer: Answer) -> str:
     taken = [e.stage for e in answer.events if e.stage in REVISING and e.accepted]
     how = f" (revised by {', '.join(taken)})" if taken else ""
     return f"SQL ready in {answer.seconds:.1f} s{how}."
-
-
-def pretty_sql(sql: str, dialect: str) -> str:
-    """sqlglot's layout of the SQL, in the same dialect; the text as it came when sqlglot cannot."""
-    import sqlglot
-
-    from routesh.sqllog import quiet_sqlglot
-
-    with quiet_sqlglot():
-        try:
-            statements = sqlglot.transpile(sql, read=dialect, write=dialect, pretty=True)
-        except Exception:
-            return sql.strip()
-    return statements[0] if len(statements) == 1 else sql.strip()
 
 
 # ---- SQL ----------------------------------------------------------------------------------------------

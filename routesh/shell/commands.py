@@ -24,6 +24,7 @@ from routesh.shell.modelload import ModelLoader
 from routesh.shell.render import FORMATS
 from routesh.shell.session import ShellSession
 from routesh.shell.stagesview import trace
+from routesh.sql.split import split_statements
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,10 @@ def _include(session: ShellSession, args: str, plus: bool) -> Outcome:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise UsageError(f"cannot read {path}: {err.strerror or err}") from None
-    statements = split_statements(text, session.db.dialect)
+    try:
+        statements = split_statements(text, session.db.dialect)
+    except Exception as err:  # an unterminated string or comment
+        raise UsageError(f"cannot split the file into statements: {err}") from None
     if not statements:
         raise UsageError(f"{path} holds no SQL statement")
     return Outcome(sql=tuple(statements))
@@ -313,31 +317,6 @@ def _switch(args: str, current: bool, name: str) -> bool:
     if args in ("on", "off"):
         return args == "on"
     raise UsageError(f"{name} takes on or off")
-
-
-def split_statements(text: str, dialect: str) -> list[str]:
-    """Cut a script at its top-level semicolons, keeping each statement's text as written (sqlglot's
-    tokenizer knows strings, quoted names and comments, which a plain split on ';' does not)."""
-    from sqlglot.dialects import Dialect
-    from sqlglot.tokens import TokenType
-
-    try:
-        tokens = Dialect.get_or_raise(dialect).tokenize(text)
-    except Exception as err:  # an unterminated string or comment
-        raise UsageError(f"cannot split the file into statements: {err}") from None
-    out, start = [], 0
-    for token in tokens:
-        if token.token_type == TokenType.SEMICOLON:
-            out.append(text[start:token.start].strip())
-            start = token.end + 1
-    out.append(text[start:].strip())
-    return [s for s in out if s and not _only_comments(s, dialect)]
-
-
-def _only_comments(text: str, dialect: str) -> bool:
-    from sqlglot.dialects import Dialect
-
-    return not Dialect.get_or_raise(dialect).tokenize(text)
 
 
 def edit_in_editor(text: str) -> str:

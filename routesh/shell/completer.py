@@ -2,10 +2,11 @@
 
 Why a hand-written completer rather than a full SQL parse: the buffer is almost always an unfinished
 statement (that is when completion matters), and questions in plain language are typed at the same
-prompt. So this is pgcli-lite: a forgiving tokenizer, the last keyword before the cursor decides what
-is offered (tables after FROM, columns after SELECT, a table's columns after `alias.`), and ranking is
-prefix matches before substring matches. Nothing is offered for an empty word while typing, nor any
-substring-only match, so ordinary English does not pop menus unless a word starts like a keyword or
+prompt. So this is pgcli-lite: a forgiving tokenizer (routesh.sql.parse.loose_tokens), the last keyword
+before the cursor decides what is offered (tables after FROM, columns after SELECT, a table's columns
+after `alias.`, resolved by routesh.sql.usage.typed_references), and ranking is prefix matches before
+substring matches. Nothing is offered for an empty word while typing, nor any substring-only match, so
+ordinary English does not pop menus unless a word starts like a keyword or
 a schema name (an explicit Tab offers everything).
 
 The schema arrives late (introspection can be slow) and changes after DDL, so the names live in one
@@ -20,13 +21,14 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import NamedTuple
 
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
 from routesh.db.schema import Schema, Table
 from routesh.prompts import quote
+from routesh.sql.parse import LooseToken, loose_tokens
+from routesh.sql.usage import TABLE_WORDS, typed_references
 
 # Common functions by dialect (immutable constants, not state).
 _FUNCTIONS = (
@@ -54,7 +56,7 @@ _COMMON_KEYWORDS = (
 # Commands whose first argument is a table name.
 _TABLE_COMMANDS = frozenset({"\\d", "\\d+", "\\dt", "\\dt+", "\\dv", "\\dv+", ".schema"})
 # Context keywords: what follows them.
-_TABLE_CONTEXT = frozenset({"from", "join", "into", "update", "table", "truncate"})
+_TABLE_CONTEXT = TABLE_WORDS
 _COLUMN_CONTEXT = frozenset({
     "select", "where", "on", "by", "having", "and", "or", "not", "set", "distinct", "when", "then",
     "else", "case", "returning", "like", "ilike", "between",
@@ -66,48 +68,6 @@ _CLAUSES = frozenset({"select", "from", "where", "by", "having", "on", "set", "v
 # First words of a statement, to tell `SELECT o.` (SQL) from "all the orders." (a question).
 _STATEMENT_STARTS = frozenset({"select", "with", "insert", "update", "delete", "values", "table",
                                "explain", "create", "alter", "drop", "pragma", "replace"})
-
-_TOKEN = re.compile(
-    r"""(?P<str>'(?:[^']|'')*(?P<str_end>')?)
-      | (?P<qid>"(?:[^"]|"")*(?P<qid_end>")?)
-      | (?P<comment>--[^\n]*|/\*[\s\S]*?(?:\*/|$))
-      | (?P<id>[^\W\d][\w$]*)
-      | (?P<num>\d[\w.]*)
-      | (?P<cmd>\\[^\s\\]*)
-      | (?P<op><=|>=|<>|!=|\|\||::|[^\s\w])""",
-    re.X,
-)
-
-
-class _Tok(NamedTuple):
-    kind: str  # str | qid | comment | id | num | cmd | op
-    text: str
-    start: int
-    end: int
-    closed: bool  # False for an unterminated string or quoted identifier
-
-    @property
-    def low(self) -> str:
-        return self.text.lower()
-
-    @property
-    def is_name(self) -> bool:
-        return self.kind == "id" or (self.kind == "qid" and self.closed)
-
-    @property
-    def name(self) -> str:
-        """The identifier without its quotes."""
-        return self.text[1:-1].replace('""', '"') if self.kind == "qid" else self.text
-
-
-def _tokenize(text: str) -> list[_Tok]:
-    out = []
-    for m in _TOKEN.finditer(text):
-        kind = next(k for k in ("str", "qid", "comment", "id", "num", "cmd", "op") if m.group(k) is not None)
-        closed = not ((kind == "str" and m.group("str_end") is None) or (kind == "qid" and m.group("qid_end") is None))
-        out.append(_Tok(kind, m.group(), m.start(), m.end(), closed))
-    return out
-
 
 @dataclass(frozen=True)
 class _Name:
@@ -194,7 +154,7 @@ class SqlCompleter(Completer):
             yield from self._complete_command(stripped, names, requested)
             return
 
-        tokens = _tokenize(before)
+        tokens = loose_tokens(before)
         start = max((i + 1 for i, t in enumerate(tokens) if t.kind == "op" and t.text == ";"), default=0)
         tokens = tokens[start:]
         last = tokens[-1] if tokens else None
@@ -217,7 +177,7 @@ class SqlCompleter(Completer):
             return
 
         statement = tokens + _statement_rest(document.text_after_cursor)
-        refs, aliases = self._references(statement, names.schema)
+        refs, aliases = typed_references(statement, names.schema, self._keyword_set)
 
         if qualifier:
             groups = self._qualified(qualifier, aliases, names)
@@ -241,7 +201,7 @@ class SqlCompleter(Completer):
             return
         yield from _rank(rest, [names.tables], requested)
 
-    def _by_context(self, ctx: list[_Tok], refs: list[Table], names: _Names, word: str) -> list[Iterable[_Name]]:
+    def _by_context(self, ctx: list[LooseToken], refs: list[Table], names: _Names, word: str) -> list[Iterable[_Name]]:
         keywords = self._keyword_names(word)
         prev = ctx[-1].low if ctx else None
         if prev == ",":
@@ -276,49 +236,6 @@ class SqlCompleter(Completer):
         out += [_Name(k.lower() if lower else k, (k.lower(),), "keyword") for k in self.keywords]
         return out
 
-    def _references(self, tokens: list[_Tok], schema: Schema | None) -> tuple[list[Table], dict[str, Table]]:
-        """Tables the statement names after FROM/JOIN/INTO/UPDATE (and FROM's comma list), and the
-        aliases they get (`orders o`, `orders AS o`), aliases and table names both as keys."""
-        refs: list[Table] = []
-        aliases: dict[str, Table] = {}
-        if schema is None:
-            return refs, aliases
-        toks = [t for t in tokens if t.kind != "comment"]
-        i = 0
-        while i < len(toks):
-            keyword = toks[i].low
-            i += 1
-            if toks[i - 1].kind != "id" or keyword not in _TABLE_CONTEXT:
-                continue
-            while i < len(toks):
-                parts, j = [], i
-                while j < len(toks) and toks[j].is_name:
-                    parts.append(toks[j].name)
-                    if j + 2 < len(toks) and toks[j + 1].text == "." and toks[j + 2].is_name:
-                        j += 2
-                    else:
-                        j += 1
-                        break
-                table = schema.table(".".join(parts)) if parts else None
-                if table is None:
-                    break
-                if table not in refs:
-                    refs.append(table)
-                aliases.setdefault(table.name.lower(), table)
-                aliases.setdefault(table.display_name.lower(), table)
-                if j < len(toks) and toks[j].low == "as" and j + 1 < len(toks) and toks[j + 1].is_name:
-                    aliases[toks[j + 1].name.lower()] = table
-                    j += 2
-                elif j < len(toks) and toks[j].is_name and toks[j].low not in self._keyword_set:
-                    aliases[toks[j].name.lower()] = table
-                    j += 1
-                i = j
-                if keyword == "from" and i < len(toks) and toks[i].text == ",":
-                    i += 1  # FROM a x, b y
-                    continue
-                break
-        return refs, aliases
-
 
 # ---- helpers ------------------------------------------------------------------------------------------
 
@@ -346,18 +263,18 @@ def _closed_block(comment: str) -> bool:
     return comment.startswith("/*") and len(comment) >= 4 and comment.endswith("*/")
 
 
-def _statement_rest(after: str) -> list[_Tok]:
+def _statement_rest(after: str) -> list[LooseToken]:
     """Tokens after the cursor up to the end of the statement (aliases often come later: `SELECT o.|
     FROM orders o`)."""
     out = []
-    for tok in _tokenize(after):
+    for tok in loose_tokens(after):
         if tok.kind == "op" and tok.text == ";":
             break
         out.append(tok)
     return out
 
 
-def _clause_of_comma(ctx: list[_Tok]) -> str | None:
+def _clause_of_comma(ctx: list[LooseToken]) -> str | None:
     """What a `,` continues: the nearest clause keyword before it at the same parenthesis depth, or
     "(" inside a call or a column list."""
     depth = 0
@@ -373,7 +290,7 @@ def _clause_of_comma(ctx: list[_Tok]) -> str | None:
     return None
 
 
-def _looks_like_sql(ctx: list[_Tok]) -> bool:
+def _looks_like_sql(ctx: list[LooseToken]) -> bool:
     return bool(ctx) and ctx[0].kind == "id" and ctx[0].low in _STATEMENT_STARTS
 
 

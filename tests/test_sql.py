@@ -1,5 +1,6 @@
-"""routesh.pipeline.sqlutil on real SQL: nasty model replies, Spider gold queries on their real
-databases, Spider's hardness levels, clause-boundary truncation, dialect checks. No model involved."""
+"""routesh.sql on real SQL: nasty model replies (extract), Spider gold queries on their real databases
+(usage), Spider's hardness levels (hardness), clause-boundary truncation (truncate), dialect checks
+(parse.validate). No model involved."""
 
 from __future__ import annotations
 
@@ -12,19 +13,12 @@ import pytest
 
 from routesh.db.schema import Column, Schema, Table
 from routesh.db.sqlite import SqliteDatabase
-from routesh.pipeline import sqlutil
-from routesh.pipeline.sqlutil import (
-    Usage,
-    extract_sql,
-    hardness,
-    normalize_for_dialect,
-    says_cannot_answer,
-    tables_and_columns,
-    token_boundaries,
-    truncate,
-    truncation_points,
-    validate,
-)
+from routesh.sql import usage as sql_usage
+from routesh.sql.extract import extract_sql, says_cannot_answer
+from routesh.sql.hardness import hardness
+from routesh.sql.parse import validate
+from routesh.sql.truncate import token_boundaries, truncate, truncation_points
+from routesh.sql.usage import Usage, tables_and_columns
 
 SPIDER = Path(__file__).resolve().parents[2] / "shared" / "data" / "spider"
 needs_spider = pytest.mark.skipif(not (SPIDER / "dev.json").is_file(), reason="../shared/data/spider is absent")
@@ -501,15 +495,6 @@ def test_validate():
     assert validate("", "sqlite") == "empty SQL"
 
 
-def test_normalize_for_dialect():
-    assert normalize_for_dialect(Q, "postgres") == Q  # already fine: unchanged, not re-rendered
-    assert normalize_for_dialect("SELECT `a` FROM `t`", "postgres") == 'SELECT "a" FROM "t"'
-    assert normalize_for_dialect("SELECT a FROM t WHERE d::date > '2020-01-01'", "sqlite") == (
-        "SELECT a FROM t WHERE DATE(d) > '2020-01-01'"
-    )
-    assert normalize_for_dialect("SELEC nonsense", "postgres") == "SELEC nonsense"
-
-
 # ---- properties over every Spider dev gold query ---------------------------------------------------
 
 
@@ -518,7 +503,7 @@ def test_flat_fallback_when_scopes_cannot_be_built(monkeypatch):
     def refuse(self, tree):
         raise RuntimeError("no scopes")
 
-    monkeypatch.setattr(sqlutil._Collector, "walk_scopes", refuse)
+    monkeypatch.setattr(sql_usage._Collector, "walk_scopes", refuse)
     for db_id, sql, expected in [case.values for case in LINKING_CASES]:
         assert tables_and_columns(sql, "sqlite", spider_schema(db_id)).as_linking() == expected, sql
 
@@ -528,7 +513,7 @@ def test_properties_over_spider_dev_gold(monkeypatch):
     def no_fallback(self, tree):
         raise AssertionError("the scoped resolver failed on a Spider gold query")
 
-    monkeypatch.setattr(sqlutil._Collector, "walk_flat", no_fallback)
+    monkeypatch.setattr(sql_usage._Collector, "walk_flat", no_fallback)
     dev = spider_dev()
     assert len(dev) == 1034
     for i, example in enumerate(dev):

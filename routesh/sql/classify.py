@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from routesh.db.schema import Schema
-from routesh.sqllog import quiet_sqlglot
+from routesh.sql.parse import statements as parse_statements
 
 # A line starting with one of these is SQL being typed: Enter continues it until it ends with `;`.
 # Words that also open ordinary English questions ("show", "explain", "list", "table") are left out.
@@ -63,13 +63,10 @@ def classify(text: str, schema: Schema | None, dialect: str) -> Kind:
     if explained:  # sqlglot reads EXPLAIN as an opaque command: judge the statement it explains
         inner = classify(stripped[explained.end():], schema, dialect)
         return inner if inner.kind == "sql" else Kind("question", inner.note)
-    with quiet_sqlglot():
-        try:
-            import sqlglot
-
-            statements = [s for s in sqlglot.parse(stripped, read=dialect) if s is not None]
-        except Exception:  # sqlglot's errors vary by version; any failure means "not SQL"
-            return Kind("question", "it does not parse as SQL")
+    try:
+        statements = parse_statements(stripped, dialect)
+    except Exception:  # noqa: BLE001 - sqlglot's errors vary by version; any failure means "not SQL"
+        return Kind("question", "it does not parse as SQL")
     if not statements or any(isinstance(s, exp.Command) for s in statements):
         return Kind("question", "it does not parse as SQL")
     if schema is not None:

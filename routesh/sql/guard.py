@@ -1,8 +1,8 @@
-"""Layer (a) of the read-only guard: classify a statement with sqlglot, in the connection's dialect.
+"""Layer (a) of the read-only guard: classify a statement on sqlglot's tree, in the connection's dialect.
 
 Fail closed: a statement is read-only only if it parses, is exactly one statement, its root is a
 query (SELECT, set operation, VALUES), and no node anywhere in its tree changes data, the schema, the
-session or the host. What this layer misses, the database envelope (sqlite.py, postgres.py) still stops.
+session or the host. What this layer misses, the database envelope (db/sqlite.py, db/postgres.py) still stops.
 """
 
 from __future__ import annotations
@@ -15,13 +15,9 @@ from sqlglot.errors import SqlglotError
 from sqlglot.tokens import TokenType
 
 from routesh.errors import Refused
-from routesh.sqllog import quiet_sqlglot
+from routesh.sql.parse import QUERY_ROOTS, TOO_DEEP, first_token, parse_one
 
 LAYER = "guard"
-
-# Roots a read-only statement may have. Everything else (including sqlglot's Command fallback for
-# syntax it does not model, and oddities like `LISTEN x` parsing as an alias) is refused.
-_QUERY_ROOTS: tuple[type[exp.Expression], ...] = (exp.Select, exp.SetOperation, exp.Subquery, exp.Values)
 
 # Nodes that are never part of a read-only query, wherever they appear (a DELETE inside a CTE, a
 # SELECT ... INTO that creates a table, FOR UPDATE row locks).
@@ -128,23 +124,22 @@ class Verdict:
     node: str | None = None  # the offending node's kind, e.g. "DELETE", "FUNCTION set_config"
 
 
-_TOO_DEEP = "nested too deeply to check (sqlglot ran out of recursion depth)"
-
-
 def classify(sql: str, dialect: str) -> Verdict:
     """Is `sql` one read-only query in `dialect`? Unparseable or ambiguous input is not."""
     try:
         return _classify(sql, dialect)
     except RecursionError:  # FLOOR(FLOOR(FLOOR(... from a small model: fail closed, don't crash
-        return Verdict(False, _TOO_DEEP, None)
+        return Verdict(False, TOO_DEEP, None)
 
 
 def _classify(sql: str, dialect: str) -> Verdict:
-    statement, problem = _parse_one(sql, dialect)
+    statement, problem = _parse_checkable(sql, dialect)
     if statement is None:
         return Verdict(False, problem, None)
-    if not isinstance(statement, _QUERY_ROOTS):
-        kind = _first_keyword(sql, dialect)
+    # Any other root (sqlglot's Command fallback for syntax it does not model, oddities like
+    # `LISTEN x` parsing as an alias) is refused.
+    if not isinstance(statement, QUERY_ROOTS):
+        kind = first_token(sql, dialect)
         return Verdict(False, f"{kind} is not a query", kind)
     for node in statement.walk():
         for node_type, why in _WRITE_NODE_TYPES:
@@ -168,11 +163,11 @@ def check(sql: str, dialect: str, *, writes_allowed: bool = False) -> None:
     try:
         _check_write(sql, dialect)
     except RecursionError:
-        raise Refused(_TOO_DEEP, layer=LAYER) from None
+        raise Refused(TOO_DEEP, layer=LAYER) from None
 
 
 def _check_write(sql: str, dialect: str) -> None:
-    statement, problem = _parse_one(sql, dialect)
+    statement, problem = _parse_checkable(sql, dialect)
     if statement is None:
         raise Refused(problem, layer=LAYER)
     for node in statement.walk():
@@ -200,24 +195,14 @@ def _denied_function(node: exp.Expression, dialect: str) -> str | None:
     return None
 
 
-def _parse_one(sql: str, dialect: str) -> tuple[exp.Expression | None, str]:
-    """Parse exactly one statement, or say why not."""
-    if not sql or not sql.strip():
-        return None, "empty statement"
-    try:
-        with quiet_sqlglot():
-            parsed = sqlglot.parse(sql, read=dialect)
-    except SqlglotError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return None, f"could not parse as {dialect} SQL ({first})"
-    statements = [s for s in parsed if s is not None and not isinstance(s, exp.Semicolon)]
-    if not statements:
-        return None, "empty statement"
-    if len(statements) > 1:
-        return None, f"{len(statements)} statements in one string; only one is allowed"
+def _parse_checkable(sql: str, dialect: str) -> tuple[exp.Expression | None, str]:
+    """Exactly one statement whose names the check can see, or say why not."""
+    statement, problem = parse_one(sql, dialect)
+    if statement is None:
+        return None, problem
     if dialect in _UNICODE_IDENTIFIER_DIALECTS and _has_unicode_escaped_identifier(sql, dialect):
         return None, 'a Unicode-escaped identifier (U&"...") hides its name from the check; write the name plainly'
-    return statements[0], ""
+    return statement, ""
 
 
 # PostgreSQL reads U&"\0073et_config" as the identifier set_config; sqlglot reads `U & "\0073et_config"`,
@@ -241,15 +226,6 @@ def _has_unicode_escaped_identifier(sql: str, dialect: str) -> bool:
         ):
             return True
     return False
-
-
-def _first_keyword(sql: str, dialect: str) -> str:
-    """The statement's leading word, comments skipped: what a user would call the statement."""
-    try:
-        tokens = sqlglot.Dialect.get_or_raise(dialect).tokenize(sql)
-    except SqlglotError:
-        tokens = []
-    return tokens[0].text.upper() if tokens else "statement"
 
 
 def _kind(node: exp.Expression) -> str:
