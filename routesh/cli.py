@@ -13,14 +13,13 @@ import traceback
 from collections.abc import Sequence
 
 from routesh import __version__
-from routesh.db import DEFAULT_ROW_LIMIT, DEFAULT_TIMEOUT_S, Database, ExecOptions, connect
-from routesh.db import guard
-from routesh.db.cancellable import execute_cancellable
+from routesh.db import DEFAULT_ROW_LIMIT, DEFAULT_TIMEOUT_S, ExecOptions, connect
 from routesh.config import load_config
 from routesh.engine.models import DEFAULT_MODEL, catalog_names
 from routesh.errors import RoutesError, UsageError
+from routesh.oneshot import run_one, run_text
 from routesh.pipeline.stages import StageConfig
-from routesh.shell.render import FORMATS, footer, render
+from routesh.render import FORMATS
 
 EXIT_OK, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 130
 
@@ -105,8 +104,6 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.sql is not None:
             return run_one(db, _read_sql(args.sql), run=args.yes, fmt=fmt, options=options)
         if args.execute is not None:
-            from routesh.oneshot import run_text
-
             return run_text(db, _read_sql(args.execute), run=args.yes, fmt=fmt, options=options,
                             model=model, backend=backend, stages=stages)
         from routesh.shell.app import run_shell  # prompt-toolkit loads only for the shell
@@ -122,25 +119,6 @@ def _stages(text: str) -> StageConfig:
         return StageConfig.parse(text)
     except ValueError as err:
         raise UsageError(str(err)) from None
-
-
-def run_one(db: Database, sql: str, *, run: bool, fmt: str, options: ExecOptions) -> int:
-    """The one-shot contract: check, print the SQL, and run it only when asked."""
-    sql = sql.strip()
-    guard.check(sql, db.dialect, writes_allowed=db.writes_allowed)  # refused → exit 2 before anything runs
-    if not run:
-        print(sql)
-        _error("not run: add --yes to run it")
-        return EXIT_OK
-    print(sql, file=sys.stderr)
-    result = execute_cancellable(db, sql, options=options, guard=False)  # guard already checked above
-    sys.stdout.write(render(result, fmt))
-    note = footer(result, row_limit=options.row_limit)
-    if fmt == "table":
-        print(note)
-    elif result.truncated:
-        _error(note)
-    return EXIT_OK
 
 
 def model_info(spec: str | None, *, backend: str) -> int:

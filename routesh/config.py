@@ -30,7 +30,7 @@ from routesh.db import DEFAULT_ROW_LIMIT, DEFAULT_TIMEOUT_S
 from routesh.engine import BACKENDS, DEFAULT_MODEL
 from routesh.errors import UsageError
 from routesh.pipeline.stages import STAGES, StageConfig
-from routesh.shell.render import FORMATS
+from routesh.render import FORMATS
 
 CONFIG_ENV = "ROUTESH_CONFIG"
 EXPANDED = ("off", "on", "auto")

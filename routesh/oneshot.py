@@ -10,16 +10,16 @@ from __future__ import annotations
 import contextlib
 import sys
 
-from routesh.db import Database, ExecOptions
-from routesh.db.cancellable import run_cancellable
+from routesh.db import Database, ExecOptions, guard
+from routesh.db.cancellable import execute_cancellable, run_cancellable
 from routesh.errors import Abstained, UsageError
 from routesh.pipeline.pipeline import SCHEMA_SAMPLES, Pipeline, PipelineOptions
 from routesh.pipeline.stages import Answer, StageConfig
+from routesh.render import footer, render
 
 
 def run_text(db: Database, text: str, *, run: bool, fmt: str, options: ExecOptions, model: str | None,
              backend: str, stages: StageConfig) -> int:
-    from routesh.cli import run_one
     from routesh.shell.classify import classify, is_command
 
     text = text.strip()
@@ -32,6 +32,29 @@ def run_text(db: Database, text: str, *, run: bool, fmt: str, options: ExecOptio
     if answer.abstained:
         raise Abstained(f"no SQL: {answer.reason}")
     return run_one(db, answer.sql or "", run=run, fmt=fmt, options=options)
+
+
+def run_one(db: Database, sql: str, *, run: bool, fmt: str, options: ExecOptions) -> int:
+    """The one-shot contract: check, print the SQL, and run it only when asked."""
+    sql = sql.strip()
+    guard.check(sql, db.dialect, writes_allowed=db.writes_allowed)  # refused → exit 2 before anything runs
+    if not run:
+        print(sql)
+        _notice("not run: add --yes to run it")
+        return 0
+    print(sql, file=sys.stderr)
+    result = execute_cancellable(db, sql, options=options, guard=False)  # guard already checked above
+    sys.stdout.write(render(result, fmt))
+    note = footer(result, row_limit=options.row_limit)
+    if fmt == "table":
+        print(note)
+    elif result.truncated:
+        _notice(note)
+    return 0
+
+
+def _notice(message: str) -> None:
+    print(f"routesh: {message}", file=sys.stderr)
 
 
 def _ask(db: Database, schema, question: str, *, model: str | None, backend: str, stages: StageConfig) -> Answer:  # noqa: ANN001

@@ -35,7 +35,7 @@ from routesh.shell.classify import classify, is_command, ready_to_submit, starts
 from routesh.shell.completer import SqlCompleter
 from routesh.shell.modelload import ModelLoader
 from routesh.shell.output import Output
-from routesh.shell.render import footer, render, widest_line
+from routesh.render import footer, render, widest_line
 from routesh.shell.session import ShellSession
 from routesh.shell.stagesview import event_line
 from routesh.shell.toolbar import toolbar

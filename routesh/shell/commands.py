@@ -21,7 +21,7 @@ from routesh.errors import UsageError
 from routesh.pipeline.stages import StageConfig
 from routesh.shell import describe
 from routesh.shell.modelload import ModelLoader
-from routesh.shell.render import FORMATS
+from routesh.render import FORMATS
 from routesh.shell.session import ShellSession
 from routesh.shell.stagesview import trace
 
