@@ -10,16 +10,16 @@ from __future__ import annotations
 import contextlib
 import sys
 
-from routesh.db import Database, ExecOptions, guard
+from routesh.db import Database, guard
 from routesh.db.cancellable import execute_cancellable, run_cancellable
 from routesh.errors import Abstained, UsageError
 from routesh.pipeline.pipeline import SCHEMA_SAMPLES, Pipeline, PipelineOptions
-from routesh.pipeline.stages import Answer, StageConfig
+from routesh.pipeline.stages import Answer
 from routesh.render import footer, render
+from routesh.settings import Settings
 
 
-def run_text(db: Database, text: str, *, run: bool, fmt: str, options: ExecOptions, model: str | None,
-             backend: str, stages: StageConfig) -> int:
+def run_text(db: Database, text: str, *, run: bool, settings: Settings) -> int:
     from routesh.shell.classify import classify, is_command
 
     text = text.strip()
@@ -27,16 +27,16 @@ def run_text(db: Database, text: str, *, run: bool, fmt: str, options: ExecOptio
         raise UsageError("-e takes a question or a SQL statement, not a shell command")
     schema = db.introspect(samples=SCHEMA_SAMPLES)
     if classify(text, schema, db.dialect).kind == "sql":
-        return run_one(db, text, run=run, fmt=fmt, options=options)
-    answer = _ask(db, schema, text, model=model, backend=backend, stages=stages)
+        return run_one(db, text, run=run, settings=settings)
+    answer = _ask(db, schema, text, settings)
     if answer.abstained:
         raise Abstained(f"no SQL: {answer.reason}")
-    return run_one(db, answer.sql or "", run=run, fmt=fmt, options=options)
+    return run_one(db, answer.sql or "", run=run, settings=settings)
 
 
-def run_one(db: Database, sql: str, *, run: bool, fmt: str, options: ExecOptions) -> int:
+def run_one(db: Database, sql: str, *, run: bool, settings: Settings) -> int:
     """The one-shot contract: check, print the SQL, and run it only when asked."""
-    sql = sql.strip()
+    sql, fmt, options = sql.strip(), settings.format, settings.options
     guard.check(sql, db.dialect, writes_allowed=db.writes_allowed)  # refused → exit 2 before anything runs
     if not run:
         print(sql)
@@ -57,13 +57,13 @@ def _notice(message: str) -> None:
     print(f"routesh: {message}", file=sys.stderr)
 
 
-def _ask(db: Database, schema, question: str, *, model: str | None, backend: str, stages: StageConfig) -> Answer:  # noqa: ANN001
+def _ask(db: Database, schema, question: str, settings: Settings) -> Answer:  # noqa: ANN001
     from routesh.engine import load_engine
 
     with contextlib.redirect_stdout(sys.stderr):  # libraries that print while loading must not mix into the SQL
-        engine = load_engine(model, backend=backend)
+        engine = load_engine(settings.model, backend=settings.backend)
     try:
-        pipeline = Pipeline(engine, db, schema, options=PipelineOptions(stages=stages),
+        pipeline = Pipeline(engine, db, schema, options=PipelineOptions(stages=settings.stages),
                             on_start=lambda stage: print(f"routesh: {stage}…", file=sys.stderr, flush=True))
         # Ctrl-C: stop the model and the database, give them 5 s, then leave as an interrupt (exit 130)
         return run_cancellable(lambda: pipeline.ask(question), cancel=lambda: (engine.cancel(), db.cancel()),
