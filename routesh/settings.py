@@ -109,24 +109,23 @@ def _splits(command: str) -> bool:
 # ---- converters of a command-line value (argparse's type=) -------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+def _parsed(convert: Callable[[str], float], least: float, kind: str, below: str) -> Callable[[str], Any]:
+    """A converter for argparse: `convert(text)`, refused with a short reason when not at least `least`."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {kind}: {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(below)
+        return value
+
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
+_positive_int = _parsed(int, 1, "a whole number", "must be at least 1")
+_non_negative_float = _parsed(float, 0, "a number", "must be 0 or more")
 
 
 # ---- the table ---------------------------------------------------------------------------------
