@@ -28,16 +28,16 @@ from routesh.engine.base import GenerationCancelled
 from routesh.errors import ConnectionLost, QueryCancelled, RoutesError
 from routesh.pipeline.pipeline import Pipeline, PipelineOptions
 from routesh.pipeline.stages import Answer
+from routesh.render import footer, render, widest_line
+from routesh.settings import Settings
 from routesh.shell import commands
 from routesh.shell.busy import BusyView
 from routesh.shell.classify import classify, is_command, ready_to_submit, starts_like_sql
 from routesh.shell.completer import SqlCompleter
 from routesh.shell.modelload import ModelLoader
 from routesh.shell.output import Output
-from routesh.render import footer, render, widest_line
 from routesh.shell.session import ShellSession
 from routesh.shell.stagesview import event_line
-from routesh.settings import Settings
 from routesh.shell.toolbar import toolbar
 
 _UI_STYLE = Style.from_dict({

@@ -19,9 +19,9 @@ from pathlib import Path
 from routesh import config as config_file
 from routesh.errors import UsageError
 from routesh.pipeline.stages import StageConfig
+from routesh.render import FORMATS
 from routesh.shell import describe
 from routesh.shell.modelload import ModelLoader
-from routesh.render import FORMATS
 from routesh.shell.session import ShellSession
 from routesh.shell.stagesview import trace
 
