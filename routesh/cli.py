@@ -12,8 +12,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from routesh import __version__
-from routesh import settings
+from routesh import __version__, settings
 from routesh.config import load_config
 from routesh.db import connect
 from routesh.errors import RoutesError, UsageError
