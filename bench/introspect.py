@@ -2,7 +2,7 @@
 
     python bench/introspect.py                      # SQLite, 1,000 tables
     python bench/introspect.py --pg-dsn postgresql://user@host/postgres   # also PostgreSQL (creates a database)
-    python bench/introspect.py --start-pg           # also PostgreSQL, on a throwaway server (tests/pg_server.py)
+    python bench/introspect.py --start-pg           # also PostgreSQL, on a throwaway server (routesh/evaluate/pgserver.py)
 
 Each table has 8 columns, a primary key, a foreign key to the previous table and 5 rows. Reports the
 median of --repeat runs of Database.introspect() (with samples) and of introspect(samples=0).
@@ -105,7 +105,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         admin = args.pg_dsn
         if args.start_pg:
-            from tests.pg_server import start_server  # noqa: PLC0415
+            from routesh.evaluate.pgserver import start_server  # noqa: PLC0415
 
             server = stack.enter_context(start_server())
             admin = server.admin_dsn

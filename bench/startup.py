@@ -2,7 +2,7 @@
 
     pip install litecli pgcli          # anywhere on PATH, or pass --litecli/--pgcli paths
     python bench/startup.py            # SQLite: the demo database
-    python bench/startup.py --start-pg # also PostgreSQL, on a throwaway server (tests/pg_server.py)
+    python bench/startup.py --start-pg # also PostgreSQL, on a throwaway server (routesh/evaluate/pgserver.py)
 
 Each run starts the program in a pseudo-terminal (pexpect, 100x30) with a fresh HOME that already holds
 its config file (so first-run set-up is not timed), and stops the clock when the prompt is on screen.
@@ -94,7 +94,7 @@ def main() -> None:
         report(f"SQLite ({demo.name}): time to the first prompt", measure(tools, root / "sqlite", args.repeat))
         with contextlib.ExitStack() as stack:
             if args.start_pg:
-                from tests.pg_server import start_server  # noqa: PLC0415
+                from routesh.evaluate.pgserver import start_server  # noqa: PLC0415
 
                 server = stack.enter_context(start_server())
                 dsn = server.create_database("bench_startup", sql_text="CREATE TABLE t (id int primary key, name text);")

@@ -12,15 +12,11 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from routesh import __version__
-from routesh.db import DEFAULT_ROW_LIMIT, DEFAULT_TIMEOUT_S, Database, ExecOptions, connect
-from routesh.db.cancellable import execute_cancellable
+from routesh import __version__, settings
 from routesh.config import load_config
-from routesh.engine.models import DEFAULT_MODEL, catalog_names
+from routesh.db import connect
 from routesh.errors import RoutesError, UsageError
-from routesh.pipeline.stages import StageConfig
-from routesh.shell.render import FORMATS, footer, render
-from routesh.sql import guard
+from routesh.oneshot import run_one, run_text
 
 EXIT_OK, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 130
 
@@ -46,18 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one question (or SQL statement): print the SQL, run it with --yes ('-' reads stdin)")
     parser.add_argument("--sql", metavar="SQL", help="one SQL statement to check and print ('-' reads it from stdin)")
     parser.add_argument("--yes", "-y", action="store_true", help="run the statement after printing it")
-    parser.add_argument("--format", "-f", choices=FORMATS, help="result format (default: table, or the config file's)")
-    parser.add_argument("--row-limit", type=_positive_int,
-                        help=f"most rows to fetch and show (default {DEFAULT_ROW_LIMIT}, or the config file's)")
-    parser.add_argument("--timeout", type=_non_negative_float,
-                        help=f"statement timeout in seconds, 0 for none (default {DEFAULT_TIMEOUT_S:g})")
-    parser.add_argument("--stages", metavar="STAGES",
-                        help="pipeline stages for questions: sl,nc,cw (all, the default), ts (plain prompting), ...")
-    parser.add_argument("--model", metavar="MODEL",
-                        help=f"catalog name ({', '.join(catalog_names())}; default {DEFAULT_MODEL}), a model "
-                        "folder, a .gguf file, a hub id, or the http(s):// URL of an OpenAI-compatible server")
-    parser.add_argument("--backend", choices=("auto", "transformers", "vllm"),
-                        help="how a local model runs (auto: vLLM on a GPU when installed, else transformers)")
+    settings.add_flags(parser)  # --row-limit, --timeout, --format, --stages, --model, --backend
     parser.add_argument("--model-info", action="store_true",
                         help="load the model, run one short generation, and report how it runs")
     parser.add_argument("--version", action="version", version=f"routesh {__version__}")
@@ -91,56 +76,21 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UsageError("give either -e or --sql, not both")
     if args.yes and args.sql is None and args.execute is None:
         raise UsageError("--yes only applies with -e or --sql")
-    settings = load_config()  # command-line options win over the file
-    if settings.warning:
-        _error(settings.warning)
-    fmt = args.format or settings.format
-    options = ExecOptions(row_limit=args.row_limit or settings.row_limit,
-                          timeout=settings.timeout if args.timeout is None else args.timeout)
-    stages = _stages(args.stages if args.stages is not None else settings.stages)
-    model, backend = args.model or settings.model or None, args.backend or settings.backend
+    resolved = settings.resolve(load_config(), args)  # command-line options win over the file
+    if resolved.warning:
+        _error(resolved.warning)
     dsn = _demo_dsn() if args.demo else args.dsn
     db = connect(dsn)
     try:
         if args.sql is not None:
-            return run_one(db, _read_sql(args.sql), run=args.yes, fmt=fmt, options=options)
+            return run_one(db, _read_sql(args.sql), run=args.yes, settings=resolved)
         if args.execute is not None:
-            from routesh.oneshot import run_text
-
-            return run_text(db, _read_sql(args.execute), run=args.yes, fmt=fmt, options=options,
-                            model=model, backend=backend, stages=stages)
+            return run_text(db, _read_sql(args.execute), run=args.yes, settings=resolved)
         from routesh.shell.app import run_shell  # prompt-toolkit loads only for the shell
 
-        return run_shell(db, config=settings, options=options, fmt=fmt, model=model, backend=backend,
-                         stages=stages, config_file=None)
+        return run_shell(db, resolved)
     finally:
         db.close()
-
-
-def _stages(text: str) -> StageConfig:
-    try:
-        return StageConfig.parse(text)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-
-
-def run_one(db: Database, sql: str, *, run: bool, fmt: str, options: ExecOptions) -> int:
-    """The one-shot contract: check, print the SQL, and run it only when asked."""
-    sql = sql.strip()
-    guard.check(sql, db.dialect, writes_allowed=db.writes_allowed)  # refused → exit 2 before anything runs
-    if not run:
-        print(sql)
-        _error("not run: add --yes to run it")
-        return EXIT_OK
-    print(sql, file=sys.stderr)
-    result = execute_cancellable(db, sql, options=options, guard=False)  # guard already checked above
-    sys.stdout.write(render(result, fmt))
-    note = footer(result, row_limit=options.row_limit)
-    if fmt == "table":
-        print(note)
-    elif result.truncated:
-        _error(note)
-    return EXIT_OK
 
 
 def model_info(spec: str | None, *, backend: str) -> int:
@@ -184,22 +134,3 @@ def _demo_dsn() -> str:
 def _error(message: str) -> None:
     print(f"routesh: {message}", file=sys.stderr)
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value

@@ -6,62 +6,29 @@ every setting out with a comment saying what it does, so the file documents itse
 routesh only edits the file with tomlkit, so the user's comments and layout survive when `\\n`
 saves or deletes a query. A bad file is one UsageError line that names the file and the key;
 a file that cannot be written on first run is not an error at all (the defaults still apply).
+Which settings there are, their defaults, checks and comments: routesh/settings.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import re
-import shlex
 import stat
 import tempfile
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 import tomlkit
-from pygments.styles import get_all_styles
 from tomlkit.exceptions import TOMLKitError
 
-from routesh.db import DEFAULT_ROW_LIMIT, DEFAULT_TIMEOUT_S
-from routesh.engine import BACKENDS, DEFAULT_MODEL
+from routesh import settings
 from routesh.errors import UsageError
-from routesh.pipeline.stages import STAGES, StageConfig
-from routesh.shell.render import FORMATS
+from routesh.settings import NAMED, Config, default_text
 
 CONFIG_ENV = "ROUTESH_CONFIG"
-EXPANDED = ("off", "on", "auto")
-KEY_BINDINGS = ("emacs", "vi")
-NAMED = "named_queries"
 _NAME = re.compile(r"[\w-]+")  # letters (any script), digits, _ and -: names `\n` can complete
-
-
-@dataclass(frozen=True)
-class Config:
-    """The validated settings. Each field but `warning` is a key of config.toml."""
-
-    row_limit: int = DEFAULT_ROW_LIMIT
-    timeout: float = DEFAULT_TIMEOUT_S  # seconds; 0 = no timeout
-    format: str = "table"  # one of FORMATS
-    expanded: str = "off"  # off | on | auto, like psql's \x
-    timing: bool = False
-    pager: str = "auto"  # auto | off | a command such as "less -SRXF"
-    stages: str = "sl,nc,cw"  # for StageConfig.parse
-    show_stages: bool = False  # whether the \stages view starts on
-    model: str = ""  # "" = the default catalog model
-    backend: str = "auto"  # one of BACKENDS
-    key_bindings: str = "emacs"  # emacs | vi
-    style: str = "default"  # a Pygments style
-    named_queries: dict[str, str] = field(default_factory=dict, hash=False)
-    # Not a setting: why the default file could not be written on first run, for the shell to show.
-    warning: str = field(default="", compare=False)
-
-    @property
-    def stage_config(self) -> StageConfig:
-        return StageConfig.parse(self.stages)
 
 
 def config_path() -> Path:
@@ -120,66 +87,7 @@ def delete_named_query(name: str, path: Path | None = None) -> bool:
     return True
 
 
-def default_text() -> str:
-    """The file the first run writes: every setting at its default, each with a comment."""
-    d = Config()
-    v = {f.name: tomlkit.item(getattr(d, f.name)).as_string() for f in fields(Config) if f.name in _settings()}
-    return f"""\
-# routesh settings. Every setting is optional: one left out takes the default shown here.
-# Delete this file to get a fresh copy. Settings go above the [named_queries] line at the end.
-
-# Most rows to fetch and show for one statement: a whole number, at least 1. Default: {v['row_limit']}.
-row_limit = {v['row_limit']}
-
-# Statement timeout in seconds; 0 means none. Default: {v['timeout']}.
-timeout = {v['timeout']}
-
-# Output format: {_or(FORMATS)}. \\T changes it in the shell. Default: {v['format']}.
-format = {v['format']}
-
-# Expanded display, one "column | value" line per field as with psql's \\x: {_or(EXPANDED)}
-# (auto expands only rows too wide for the terminal). Default: {v['expanded']}.
-expanded = {v['expanded']}
-
-# Print how long each statement took (\\timing toggles it): true or false. Default: {v['timing']}.
-timing = {v['timing']}
-
-# Pager for results: "auto" pages output taller or wider than the terminal, "off" never pages,
-# anything else is the command to page with, e.g. "less -SRXF". Default: {v['pager']}.
-pager = {v['pager']}
-
-# Which of ROUTE's stages run, comma-separated: sl (schema linking), nc (noise correction),
-# cw (continuation writing). Text-to-SQL always runs; "ts" alone is plain prompting. Default: {v['stages']}.
-stages = {v['stages']}
-
-# Start with the \\stages view on, showing what each stage did: true or false. Default: {v['show_stages']}.
-show_stages = {v['show_stages']}
-
-# The model: a catalog name, a model folder, a .gguf file, a hub id (org/name) or the http(s)://
-# URL of an OpenAI-compatible server. "" means the default, {DEFAULT_MODEL}. Default: {v['model']}.
-model = {v['model']}
-
-# How a local model runs: {_or(BACKENDS)} (auto: vLLM on a GPU when installed, else transformers).
-# Default: {v['backend']}.
-backend = {v['backend']}
-
-# Line-editing keys: {_or(KEY_BINDINGS)}. Default: {v['key_bindings']}.
-key_bindings = {v['key_bindings']}
-
-# Colours for highlighted SQL: a Pygments style (`pygmentize -L styles` lists them). Default: {v['style']}.
-style = {v['style']}
-
-# Named queries, saved and run with \\n: name = "SQL". Names use letters, digits, _ and -.
-[{NAMED}]
-# top_customers = "SELECT customer, SUM(total) AS spent FROM orders GROUP BY customer ORDER BY spent DESC LIMIT 10"
-"""
-
-
 # --- reading ---------------------------------------------------------------------------------------
-
-
-def _settings() -> tuple[str, ...]:
-    return tuple(f.name for f in fields(Config) if f.name not in (NAMED, "warning"))
 
 
 def _exists(path: Path, where: str) -> bool:
@@ -212,56 +120,15 @@ def _from_dict(data: dict[str, Any], where: str) -> Config:
     for key, value in data.items():
         if key == NAMED:
             values[key] = _named_queries(value, where)
-        elif key in _settings():
+        elif key in settings.BY_NAME:
             try:
-                values[key] = _check(key, value)
+                values[key] = settings.check(key, value)
             except ValueError as exc:
                 raise UsageError(f"{where}: {key} {exc} (got {_shown(value)})") from None
         else:
-            raise UsageError(f"{where}: unknown setting {key!r}; the settings are {', '.join(_settings())}"
+            raise UsageError(f"{where}: unknown setting {key!r}; the settings are {', '.join(settings.BY_NAME)}"
                              f" and the [{NAMED}] table")
     return Config(**values)
-
-
-def _check(key: str, value: Any) -> Any:
-    """`value` as `key` takes it, or ValueError saying what `key` allows ("must be ...")."""
-    # type() rather than isinstance(): TOML's true is not a row limit
-    if key == "row_limit":
-        if type(value) is int and value >= 1:
-            return value
-        raise ValueError("must be a whole number, at least 1")
-    if key == "timeout":
-        if type(value) in (int, float) and 0 <= value < math.inf:
-            return float(value)
-        raise ValueError("must be a number of seconds, 0 for none")
-    if key in ("timing", "show_stages"):
-        if type(value) is bool:
-            return value
-        raise ValueError("must be true or false")
-    choices = {"format": FORMATS, "expanded": EXPANDED, "backend": BACKENDS, "key_bindings": KEY_BINDINGS}
-    if key in choices:
-        if value in choices[key]:
-            return value
-        raise ValueError(f"must be one of {', '.join(choices[key])}")
-    if key == "pager":
-        if isinstance(value, str) and value.strip() and _splits(value):
-            return value.strip()
-        raise ValueError('must be "auto", "off" or a pager command such as "less -SRXF"')
-    if key == "stages":
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                StageConfig.parse(value)
-                return value
-        raise ValueError(f"must be a comma-separated list of {', '.join(STAGES)}")
-    if key == "model":
-        if isinstance(value, str):
-            return value.strip()
-        raise ValueError('must be a string ("" for the default model)')
-    if key == "style":
-        if isinstance(value, str) and value in set(get_all_styles()):
-            return value
-        raise ValueError("must be a Pygments style listed by `pygmentize -L styles`, such as default or monokai")
-    raise AssertionError(f"no check for setting {key}")
 
 
 def _named_queries(value: Any, where: str) -> dict[str, str]:
@@ -279,7 +146,7 @@ def _named_queries(value: Any, where: str) -> dict[str, str]:
 def _name_problem(name: str) -> str | None:
     if not _NAME.fullmatch(name):
         return f"bad query name {name!r}: use only letters, digits, _ and -"
-    if name in _settings():
+    if name in settings.BY_NAME:
         # the likely cause: a setting added at the end of the file, i.e. inside [named_queries]
         return f"{name!r} is a setting, not a query name; settings go above the [{NAMED}] line"
     return None
@@ -296,14 +163,6 @@ def _queries_table(doc: tomlkit.TOMLDocument, where: str) -> Any:
     if not isinstance(queries, dict):  # tomlkit's tables (inline ones too) are dicts
         raise UsageError(f'{where}: {NAMED} must be a table of name = "SQL" lines')
     return queries
-
-
-def _splits(command: str) -> bool:
-    try:
-        shlex.split(command)
-    except ValueError:  # an unclosed quote
-        return False
-    return True
 
 
 def _shown(value: Any) -> str:
@@ -347,6 +206,3 @@ def _write_atomic(path: Path, text: str) -> None:
             os.unlink(tmp)
         raise
 
-
-def _or(choices: tuple[str, ...]) -> str:
-    return ", ".join(choices[:-1]) + " or " + choices[-1]

@@ -11,36 +11,60 @@ import contextlib
 import sys
 
 from routesh.cancel import CancelToken
-from routesh.db import Database, ExecOptions
-from routesh.db.cancellable import run_cancellable
+from routesh.db import Database
+from routesh.db.cancellable import execute_cancellable, run_cancellable
 from routesh.errors import Abstained, UsageError
 from routesh.pipeline.options import SCHEMA_SAMPLES, PipelineOptions
 from routesh.pipeline.pipeline import Pipeline
-from routesh.pipeline.stages import Answer, StageConfig, StageEvent, Starting
+from routesh.pipeline.stages import Answer, StageEvent, Starting
+from routesh.render import footer, render
+from routesh.settings import Settings
+from routesh.sql import guard
+from routesh.sql.classify import classify, is_command
 
 
-def run_text(db: Database, text: str, *, run: bool, fmt: str, options: ExecOptions, model: str | None,
-             backend: str, stages: StageConfig) -> int:
-    from routesh.cli import run_one
-    from routesh.sql.classify import classify, is_command
+def run_text(db: Database, text: str, *, run: bool, settings: Settings) -> int:
 
     text = text.strip()
     if is_command(text):
         raise UsageError("-e takes a question or a SQL statement, not a shell command")
     schema = db.introspect(samples=SCHEMA_SAMPLES)
     if classify(text, schema, db.dialect).kind == "sql":
-        return run_one(db, text, run=run, fmt=fmt, options=options)
-    answer = _ask(db, schema, text, model=model, backend=backend, stages=stages)
+        return run_one(db, text, run=run, settings=settings)
+    answer = _ask(db, schema, text, settings)
     if answer.abstained:
         raise Abstained(f"no SQL: {answer.reason}")
-    return run_one(db, answer.sql or "", run=run, fmt=fmt, options=options)
+    return run_one(db, answer.sql or "", run=run, settings=settings)
 
 
-def _ask(db: Database, schema, question: str, *, model: str | None, backend: str, stages: StageConfig) -> Answer:  # noqa: ANN001
+def run_one(db: Database, sql: str, *, run: bool, settings: Settings) -> int:
+    """The one-shot contract: check, print the SQL, and run it only when asked."""
+    sql, fmt, options = sql.strip(), settings.format, settings.options
+    guard.check(sql, db.dialect, writes_allowed=db.writes_allowed)  # refused → exit 2 before anything runs
+    if not run:
+        print(sql)
+        _notice("not run: add --yes to run it")
+        return 0
+    print(sql, file=sys.stderr)
+    result = execute_cancellable(db, sql, options=options, guard=False)  # guard already checked above
+    sys.stdout.write(render(result, fmt))
+    note = footer(result, row_limit=options.row_limit)
+    if fmt == "table":
+        print(note)
+    elif result.truncated:
+        _notice(note)
+    return 0
+
+
+def _notice(message: str) -> None:
+    print(f"routesh: {message}", file=sys.stderr)
+
+
+def _ask(db: Database, schema, question: str, settings: Settings) -> Answer:  # noqa: ANN001
     from routesh.engine import load_engine
 
     with contextlib.redirect_stdout(sys.stderr):  # libraries that print while loading must not mix into the SQL
-        engine = load_engine(model, backend=backend)
+        engine = load_engine(settings.model, backend=settings.backend)
     token = CancelToken()
     token.on_cancel(engine.cancel)
     token.on_cancel(db.cancel)
@@ -50,7 +74,7 @@ def _ask(db: Database, schema, question: str, *, model: str | None, backend: str
             print(f"routesh: {event.label}…", file=sys.stderr, flush=True)
 
     try:
-        pipeline = Pipeline(engine, db, schema, options=PipelineOptions(stages=stages))
+        pipeline = Pipeline(engine, db, schema, options=PipelineOptions(stages=settings.stages))
         # Ctrl-C: stop the model and the database, give them 5 s, then leave as an interrupt (exit 130)
         return run_cancellable(lambda: pipeline.ask(question, cancel=token, on_event=progress), cancel=token.cancel,
                                when_cancelled=lambda err: KeyboardInterrupt(), grace=5, name="routesh-ask")

@@ -1,6 +1,6 @@
 """Shared pytest fixtures.
 
-PostgreSQL: one real throwaway server per test session (tests/pg_server.py). Without server binaries
+PostgreSQL: one real throwaway server per test session (routesh/evaluate/pgserver.py). Without server binaries
 the PostgreSQL tests are skipped with the reason, unless CI is set, where that is a failure.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pg_server import PgServer, find_bin_dir, start_server
+from routesh.evaluate.pgserver import PgServer, find_bin_dir, start_server
 
 DEFOG_DATABASES = Path(__file__).resolve().parents[2] / "shared" / "data" / "postgres-defog" / "databases"
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -167,29 +165,6 @@ def test_set_schema_replaces_names(completer: SqlCompleter) -> None:
     assert got[0] == "cup" and "customer" not in got
     assert complete(completer, "SELECT ha")[0] == "handle"
     assert "name" not in complete(completer, "SELECT na")
-
-
-def test_refresh_in_background(completer: SqlCompleter, tmp_path: Path) -> None:
-    path = make_shop_db(tmp_path / "shop.db")
-    with closing(connect(str(path))) as db:
-        db_schema = db.introspect()
-
-    def boom() -> Schema:
-        raise RuntimeError("database went away")
-
-    thread = completer.refresh_in_background(boom)
-    assert isinstance(thread, threading.Thread) and thread.daemon
-    thread.join(5)
-    assert not thread.is_alive()
-    assert isinstance(completer.last_error, RuntimeError)
-    assert complete(completer, "SELECT * FROM cu")[0] == "customer"  # old names kept
-
-    new = Schema("sqlite", db_schema.tables + (Table("customer_notes", (Column("note", "TEXT"),)),))
-    thread = completer.refresh_in_background(lambda: new)
-    thread.join(5)
-    assert completer.last_error is None
-    assert completer.schema is new
-    assert complete(completer, "SELECT * FROM customer_")[0] == "customer_notes"
 
 
 def test_postgres_names_are_quoted() -> None:

@@ -3,6 +3,7 @@ what the user wrote."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import stat
@@ -10,15 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from routesh.config import (
-    Config,
-    config_path,
-    default_text,
-    delete_named_query,
-    load_config,
-    save_named_query,
-)
+from routesh.config import config_path, delete_named_query, load_config, save_named_query
+from routesh.db import ExecOptions
 from routesh.errors import UsageError
+from routesh.pipeline.stages import StageConfig
+from routesh.settings import Config, add_flags, default_text, resolve
 
 SETTINGS = [name for name in Config.__dataclass_fields__ if name not in ("named_queries", "warning")]
 
@@ -85,7 +82,7 @@ def test_every_setting_accepts_good_values(cfg):
     assert config == Config(row_limit=5, timeout=0.0, format="json", expanded="auto", timing=True,
                             pager="less -SRXF", stages="ts", show_stages=True, model="smollm2-135m",
                             backend="vllm", key_bindings="vi", style="monokai")
-    assert not config.stage_config.linking
+    assert not StageConfig.parse(config.stages).linking
 
 
 @pytest.mark.parametrize("line, key", [
@@ -213,3 +210,17 @@ def test_bad_query_names_are_refused(cfg, name):
 def test_a_query_needs_sql(cfg):
     with pytest.raises(UsageError):
         save_named_query("q", "   ")
+
+
+def test_flags_given_on_the_command_line_win_over_the_file_once_resolved():
+    parser = argparse.ArgumentParser()
+    add_flags(parser)
+    config = Config(row_limit=5, timeout=9.0, format="csv", model="from-file", stages="ts")
+    resolved = resolve(config, parser.parse_args(["--row-limit", "7", "--model", "from-flag"]))
+    assert resolved.options == ExecOptions(row_limit=7, timeout=9.0)
+    assert (resolved.format, resolved.model, resolved.backend) == ("csv", "from-flag", "auto")
+    assert resolved.stages == StageConfig.parse("ts")
+    assert resolve(config, parser.parse_args([])).model == "from-file"
+    assert resolve(Config()).model is None  # "" in the file: the default model
+    with pytest.raises(UsageError, match="unknown stage"):
+        resolve(config, parser.parse_args(["--stages", "sl,xx"]))

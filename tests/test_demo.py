@@ -156,10 +156,10 @@ def test_orders_not_yet_shipped(db: Path) -> None:
 
 
 def test_generator_matches_script() -> None:
-    """demo.sql is exactly what _generate.py writes (regenerate after editing the generator)."""
-    from routesh.demo import _generate
+    """demo.sql is exactly what tools/demo_sql.py writes (regenerate after editing the generator)."""
+    from tools import demo_sql
 
-    assert _generate.generate() == demo.demo_script()
+    assert demo_sql.generate() == demo.demo_script()
 
 
 def test_second_call_does_not_rebuild(tmp_path: Path) -> None:

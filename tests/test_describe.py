@@ -15,7 +15,7 @@ from routesh.db import Schema, connect
 from routesh.errors import UsageError
 from routesh.shell.describe import conninfo, describe_all, describe_table, find_table, list_tables, schema_ddl
 from tests.helpers import SHARED_DATA, make_shop_db
-from tests.pg_server import PgServer
+from routesh.evaluate.pgserver import PgServer
 
 CONCERT = SHARED_DATA / "spider" / "database" / "concert_singer" / "concert_singer.sqlite"
 

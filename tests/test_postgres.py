@@ -1,4 +1,4 @@
-"""PostgresDatabase against a real throwaway PostgreSQL server (tests/pg_server.py)."""
+"""PostgresDatabase against a real throwaway PostgreSQL server (routesh/evaluate/pgserver.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from routesh.db.base import ExecOptions
 from routesh.db.postgres import PostgresDatabase
 from routesh.errors import ConnectError, ConnectionLost, QueryCancelled, QueryError, QueryTimeout, Refused
-from tests.pg_server import PgServer, free_port
+from routesh.evaluate.pgserver import PgServer, free_port
 
 pytestmark = pytest.mark.postgres
 
@@ -185,7 +185,7 @@ def test_introspect_car_dealership(car_db: PostgresDatabase, pg_server: PgServer
     schema = car_db.introspect()
     assert schema.dialect == "postgres"
     names = ["cars", "customers", "inventory_snapshots", "payments_made", "payments_received", "sales", "salespersons"]
-    assert sorted(schema.table_names) == names
+    assert sorted(t.display_name for t in schema.tables) == names
     cars = schema.table("cars")
     assert cars is not None and cars.schema == "public" and cars.kind == "table"
     types = {c.name: c.type for c in cars.columns}
@@ -216,7 +216,7 @@ def test_introspect_broker_and_academic(defog_db: Callable[[str], str], pg_serve
     finally:
         broker.close()
     # Unquoted identifiers in the DDL (sbCustomer) are folded to lower case by PostgreSQL.
-    assert sorted(schema.table_names) == ["sbcustomer", "sbdailyprice", "sbticker", "sbtransaction"]
+    assert sorted(t.display_name for t in schema.tables) == ["sbcustomer", "sbdailyprice", "sbticker", "sbtransaction"]
     ticker = schema.table("sbticker")
     assert ticker is not None and ticker.primary_key == ("sbtickerid",)
     assert ticker.column("sbtickerisactive").type == "boolean"  # type: ignore[union-attr]
@@ -230,7 +230,7 @@ def test_introspect_broker_and_academic(defog_db: Callable[[str], str], pg_serve
         schema = academic.introspect(samples=0)
     finally:
         academic.close()
-    assert len(schema.tables) == 15 and "publication_keyword" in schema.table_names
+    assert len(schema.tables) == 15 and "publication_keyword" in {t.display_name for t in schema.tables}
     assert all(t.primary_key == () and t.foreign_keys == () for t in schema.tables)  # the DDL declares none
     assert all(c.samples == () for t in schema.tables for c in t.columns)
     actual = _actual_counts(pg_server, "academic", ["author", "cite", "publication"])

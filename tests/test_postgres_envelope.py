@@ -1,4 +1,4 @@
-"""The PostgreSQL read-only envelope, end to end on a real server (tests/pg_server.py).
+"""The PostgreSQL read-only envelope, end to end on a real server (routesh/evaluate/pgserver.py).
 
 For every adversarial attempt (tests/adversarial.py), connected as a superuser (the worst case: COPY
 TO PROGRAM, lo_export and dblink are all within its rights): the guard (layer a) refuses it, and with
@@ -34,7 +34,7 @@ from routesh.sql import guard
 from routesh.db.postgres import PostgresDatabase
 from routesh.errors import QueryError, Refused
 from tests.adversarial import LO_OID, POSTGRES_ATTEMPTS, POSTGRES_READ_ONLY, render
-from tests.pg_server import PgServer
+from routesh.evaluate.pgserver import PgServer
 
 pytestmark = pytest.mark.postgres
 

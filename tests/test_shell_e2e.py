@@ -25,7 +25,7 @@ import tomlkit
 
 from routesh.shell.commands import REGISTRY
 from tests.helpers import SHARED_DATA, routesh, sha256
-from tests.pg_server import find_bin_dir, start_server
+from routesh.evaluate.pgserver import find_bin_dir, start_server
 
 ROUTESH = str(Path(sys.executable).with_name("routesh"))
 CONCERT = SHARED_DATA / "spider" / "database" / "concert_singer" / "concert_singer.sqlite"

@@ -61,10 +61,6 @@ class Schema:
                 return table
         return None
 
-    @property
-    def table_names(self) -> list[str]:
-        return [t.display_name for t in self.tables]
-
 
 def _find(columns: tuple[Column, ...], name: str) -> Column | None:
     for col in columns:

@@ -2,7 +2,7 @@
 shops in France (cities, stores, employees, customers, categories, products, orders,
 order_items, payments; two views).
 
-The package carries only the SQL script (demo.sql, written by _generate.py); the SQLite file is
+The package carries only the SQL script (demo.sql, written by tools/demo_sql.py); the SQLite file is
 built from it on first use into the user's data directory and reused afterwards.
 """
 

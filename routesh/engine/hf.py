@@ -91,10 +91,6 @@ class TransformersEngine:
             self.adapter = Path(path)
             self._prefix_cache.clear()  # the adapter changes every key and value
 
-    def remove_adapter(self) -> None:
-        with self._busy:
-            self._drop_adapter()
-
     def _drop_adapter(self) -> None:
         if self.adapter is None:
             return

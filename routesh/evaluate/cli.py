@@ -28,6 +28,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from routesh.db.dsn import redact
+from routesh.engine import BACKENDS
 from routesh.errors import RoutesError, UsageError
 from routesh.evaluate.datasets import DATA_SETS, DEFOG, Example, load_data
 from routesh.evaluate.gold import check_gold
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "server binaries)")
     parser.add_argument("--check-gold", action="store_true", help="run the gold SQL through the read-only path")
     parser.add_argument("--model", help="as routesh --model (default: the embedded model)")
-    parser.add_argument("--backend", choices=("auto", "transformers", "vllm"), default="auto")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--adapter", help="a LoRA adapter folder to apply to the model")
     parser.add_argument("--stages", default="sl,nc,cw",
                         help="collaboration stages besides text-to-SQL: 'ts' alone is plain prompting (default sl,nc,cw)")

@@ -1,5 +1,4 @@
-"""A real, throwaway PostgreSQL server: for the tests (tests/pg_server.py re-exports this module) and
-for `routesh-eval --start-pg`.
+"""A real, throwaway PostgreSQL server: for the tests, bench/ and `routesh-eval --start-pg`.
 
 initdb into a temporary directory, start `postgres` on 127.0.0.1 (free port, unix socket in the
 same directory), hand out DSNs, stop it with `pg_ctl stop -m immediate`. PostgreSQL refuses to run
@@ -202,7 +201,7 @@ def start_server() -> Iterator[PgServer]:
 
 
 def serve_forever() -> None:
-    """A server to poke at by hand (python -m routesh.evaluate.pgserver, or python tests/pg_server.py):
+    """A server to poke at by hand (python -m routesh.evaluate.pgserver):
     prints its admin DSN and runs until Ctrl-C or SIGTERM."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the server on SIGTERM too
     with start_server() as srv:

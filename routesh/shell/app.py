@@ -22,19 +22,19 @@ from prompt_toolkit.styles import Style, merge_styles, style_from_pygments_cls
 from pygments.lexers.sql import PostgresLexer, SqlLexer
 from pygments.styles import get_style_by_name
 
-from routesh.config import Config
-from routesh.db import Database, ExecOptions, Result
 from routesh.cancel import CancelToken
+from routesh.db import Database, Result
 from routesh.errors import Cancelled, ConnectionLost, RoutesError
 from routesh.pipeline.options import PipelineOptions
 from routesh.pipeline.pipeline import Pipeline
-from routesh.pipeline.stages import REVISING, Answer, StageConfig, StageEvent, Starting
+from routesh.pipeline.stages import REVISING, Answer, StageEvent, Starting
+from routesh.render import footer, render, widest_line
+from routesh.settings import Settings
 from routesh.shell import commands
 from routesh.shell.busy import BusyView
 from routesh.shell.completer import SqlCompleter
 from routesh.shell.modelload import ModelLoader
 from routesh.shell.output import Output
-from routesh.shell.render import footer, render, widest_line
 from routesh.shell.session import ShellSession
 from routesh.shell.stagesview import event_line
 from routesh.shell.toolbar import toolbar
@@ -54,22 +54,21 @@ _UI_STYLE = Style.from_dict({
 _WRITE_WORDS = ("insert", "update", "delete", "create", "drop", "alter", "replace", "truncate", "grant", "revoke")
 
 
-def run_shell(db: Database, *, config: Config, options: ExecOptions, fmt: str, model: str | None,
-              backend: str, stages: StageConfig, config_file: Path | None = None) -> int:
+def run_shell(db: Database, settings: Settings) -> int:
     if not sys.stdin.isatty() or not sys.stdout.isatty():
         print("routesh: the shell needs a terminal; use -e TEXT (or --sql SQL) for one-shot use", file=sys.stderr)
         return 1
-    style = merge_styles([style_from_pygments_cls(get_style_by_name(config.style)), _UI_STYLE])
+    style = merge_styles([style_from_pygments_cls(get_style_by_name(settings.style)), _UI_STYLE])
     session = ShellSession(
-        db=db, config=config, model=ModelLoader(model or config.model or None, backend), style=style,
-        output=Output(config.pager), options=options, fmt=fmt, expanded=config.expanded, timing=config.timing,
-        stages=stages, show_stages=config.show_stages, config_file=config_file,
+        db=db, model=ModelLoader(settings.model, settings.backend), style=style, output=Output(settings.pager),
+        options=settings.options, fmt=settings.format, expanded=settings.expanded, timing=settings.timing,
+        stages=settings.stages, show_stages=settings.show_stages, named_queries=dict(settings.named_queries),
     )
     session.completer = SqlCompleter(db.dialect, commands.names())
-    if config.warning:
-        session.say(config.warning, "class:warning")
+    if settings.warning:
+        session.say(settings.warning, "class:warning")
     session.refresh_schema()
-    prompt = _build_prompt(session)
+    prompt = _build_prompt(session, vi_mode=settings.key_bindings == "vi")
     confirm: PromptSession = PromptSession(style=style)  # its own, so confirmations stay out of the history
     session.read_line = lambda message: confirm.prompt(message)
     session.say(f"routesh on {session.database_name}, read-only. Ask a question, or type SQL ending with ';'. "
@@ -242,7 +241,7 @@ def _error_line(err: RoutesError) -> str:
 # ---- the prompt ---------------------------------------------------------------------------------------
 
 
-def _build_prompt(session: ShellSession) -> PromptSession:
+def _build_prompt(session: ShellSession, *, vi_mode: bool) -> PromptSession:
     keys = KeyBindings()
 
     @keys.add("enter", filter=Condition(lambda: True))
@@ -265,7 +264,7 @@ def _build_prompt(session: ShellSession) -> PromptSession:
     prompt: PromptSession = PromptSession(
         history=FileHistory(str(_history_file())), lexer=lexer, completer=session.completer,  # type: ignore[arg-type]
         complete_while_typing=typing_code, bottom_toolbar=lambda: toolbar(session), style=session.style,
-        multiline=True, key_bindings=keys, vi_mode=session.config.key_bindings == "vi",
+        multiline=True, key_bindings=keys, vi_mode=vi_mode,
         prompt_continuation=lambda width, line, wrap: [("class:continuation", "...> ".rjust(width))],
         refresh_interval=0.5, include_default_pygments_style=False,
     )

@@ -13,15 +13,15 @@ import shlex
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from routesh import config as config_file
 from routesh.errors import UsageError
 from routesh.pipeline.stages import StageConfig
+from routesh.render import FORMATS
 from routesh.shell import describe
 from routesh.shell.modelload import ModelLoader
-from routesh.shell.render import FORMATS
 from routesh.shell.session import ShellSession
 from routesh.shell.stagesview import trace
 from routesh.sql.split import split_statements
@@ -128,7 +128,7 @@ def _edit(session: ShellSession, args: str, plus: bool) -> Outcome:
 
 
 def _named(session: ShellSession, args: str, plus: bool) -> Outcome | None:
-    queries = session.config.named_queries
+    queries = session.named_queries
     if not args:
         if not queries:
             session.say("No named queries. Save one with \\n NAME SQL.")
@@ -137,8 +137,8 @@ def _named(session: ShellSession, args: str, plus: bool) -> Outcome | None:
         return None
     name, _, sql = args.partition(" ")
     if sql.strip():
-        config_file.save_named_query(name, sql.strip(), session.config_file)
-        session.config = replace(session.config, named_queries={**queries, name: sql.strip()})
+        config_file.save_named_query(name, sql.strip())
+        queries[name] = sql.strip()
         session.say(f"Saved {name}.")
         return None
     if name not in queries:
@@ -149,10 +149,9 @@ def _named(session: ShellSession, args: str, plus: bool) -> Outcome | None:
 def _named_delete(session: ShellSession, args: str, plus: bool) -> None:
     if not args:
         raise UsageError("\\nd needs the name of a saved query")
-    if not config_file.delete_named_query(args, session.config_file):
+    if not config_file.delete_named_query(args):
         raise UsageError(f"no named query {args!r}")
-    session.config = replace(session.config, named_queries={
-        k: v for k, v in session.config.named_queries.items() if k != args})
+    session.named_queries.pop(args, None)
     session.say(f"Deleted {args}.")
 
 

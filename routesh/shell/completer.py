@@ -17,8 +17,7 @@ that attribute once per call and never sees a half-built list.
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -99,7 +98,6 @@ class SqlCompleter(Completer):
         self.functions: tuple[str, ...] = tuple(sorted(set(_FUNCTIONS) | set(_DIALECT_FUNCTIONS.get(dialect, ()))))
         self._keyword_set = frozenset(k.lower() for k in self.keywords)
         self._names: _Names = _EMPTY
-        self.last_error: BaseException | None = None
 
     # ---- the schema -------------------------------------------------------------------------------
 
@@ -120,23 +118,6 @@ class SqlCompleter(Completer):
                     seen.add(col.text)
                     columns.append(col)
         self._names = _Names(schema, tuple(tables), tuple(columns), MappingProxyType(per_table))
-
-    def refresh_in_background(self, load: Callable[[], Schema]) -> threading.Thread:
-        """Run `load` on a daemon thread and install its schema; on an error keep the old names and
-        record the error in `last_error`."""
-
-        def work() -> None:
-            try:
-                schema = load()
-            except Exception as exc:  # noqa: BLE001 - a failed refresh must never reach the prompt
-                self.last_error = exc
-                return
-            self.set_schema(schema)
-            self.last_error = None
-
-        thread = threading.Thread(target=work, name="routesh-schema-refresh", daemon=True)
-        thread.start()
-        return thread
 
     def _table_text(self, table: Table) -> str:
         if table.schema and table.display_name != table.name:

@@ -13,7 +13,7 @@ from routesh.db.base import ConnectionInfo, Result
 from routesh.db.schema import Column, ForeignKey, Schema, Table
 from routesh.errors import UsageError
 from routesh.prompts import quote
-from routesh.shell.render import footer, render
+from routesh.render import footer, render
 
 EXAMPLE_CHARS = 40  # the Examples cell of \d+ is clipped to this many characters
 

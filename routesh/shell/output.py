@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from routesh.errors import UsageError
-from routesh.shell.render import widest_line
+from routesh.render import widest_line
 
 DEFAULT_PAGER = "less -SRXF"  # -S: no wrapping of wide tables; -F: no pager for what fits; -X: keep it on screen
 

@@ -13,7 +13,6 @@ from prompt_toolkit import print_formatted_text
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.styles import BaseStyle
 
-from routesh.config import Config
 from routesh.db import Database, ExecOptions
 from routesh.db.schema import Schema
 from routesh.pipeline.options import SCHEMA_SAMPLES
@@ -26,7 +25,6 @@ from routesh.shell.output import Output
 @dataclass
 class ShellSession:
     db: Database
-    config: Config
     model: ModelLoader
     style: BaseStyle
     output: Output = field(default_factory=Output)
@@ -36,7 +34,7 @@ class ShellSession:
     timing: bool = False
     stages: StageConfig = field(default_factory=StageConfig)
     show_stages: bool = False
-    config_file: Path | None = None
+    named_queries: dict[str, str] = field(default_factory=dict)  # as in the config file; \n saves to both
     # what the last question left behind, for \why, \retry and \e
     last_question: str | None = None
     last_answer: Answer | None = None
