@@ -81,6 +81,8 @@ def main() -> None:
     parser.add_argument("--litecli", default=shutil.which("litecli"))
     parser.add_argument("--pgcli", default=shutil.which("pgcli"))
     parser.add_argument("--start-pg", action="store_true", help="also PostgreSQL, on a throwaway server")
+    parser.add_argument("--against", metavar="EXECUTABLE",
+                        help="another routesh (e.g. a wrapper running an older checkout), timed beside this one")
     args = parser.parse_args()
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, python {platform.python_version()}")
     from routesh.demo import ensure_demo_db  # noqa: PLC0415
@@ -89,6 +91,8 @@ def main() -> None:
         root = Path(tmp)
         demo = ensure_demo_db(root)
         tools = {"routesh": ([args.routesh, str(demo)], r"demo\.sqlite>")}
+        if args.against:
+            tools["against"] = ([args.against, str(demo)], r"demo\.sqlite>")
         if args.litecli:
             tools["litecli"] = ([args.litecli, str(demo)], r"demo\.sqlite>")
         report(f"SQLite ({demo.name}): time to the first prompt", measure(tools, root / "sqlite", args.repeat))

@@ -143,25 +143,27 @@ def _requote(original: str, name: str, dialect: str) -> str:
 
 
 def _wrong_column(q: _Query, rng: random.Random) -> list[str]:
-    out = []
-    for i, table in q.column_sites():
-        tok = q.toks[i].token
-        others = [c.name for c in table.columns if c.name.lower() != tok.text.lower()]
-        if others:
-            start, end = _span(tok)
-            out.append(q.edit(start, end, _requote(q.sql[start:end], rng.choice(others), q.dialect)))
-    return out
+    return _replace_columns(q, rng, lambda table, tok: [c.name for c in table.columns
+                                                          if c.name.lower() != tok.text.lower()])
 
 
 def _wrong_column_other_table(q: _Query, rng: random.Random) -> list[str]:
+    def names(table: Table, tok: Token) -> list[str]:
+        donors = [t for t in q.tables if t is not table] or [t for t in q.schema.tables if t is not table]
+        return sorted({c.name for t in donors for c in t.columns if table.column(c.name) is None})
+
+    return _replace_columns(q, rng, names)
+
+
+def _replace_columns(q: _Query, rng: random.Random, names: Callable[[Table, Token], list[str]]) -> list[str]:
+    """One edit per column reference: its name replaced by one of `names(its table, its token)`."""
     out = []
     for i, table in q.column_sites():
         tok = q.toks[i].token
-        donors = [t for t in q.tables if t is not table] or [t for t in q.schema.tables if t is not table]
-        names = sorted({c.name for t in donors for c in t.columns if table.column(c.name) is None})
-        if names:
+        choices = names(table, tok)
+        if choices:
             start, end = _span(tok)
-            out.append(q.edit(start, end, _requote(q.sql[start:end], rng.choice(names), q.dialect)))
+            out.append(q.edit(start, end, _requote(q.sql[start:end], rng.choice(choices), q.dialect)))
     return out
 
 
