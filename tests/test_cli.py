@@ -152,13 +152,17 @@ def test_refused_postgres_connection_is_one_line():
 
 
 def _spawn_one_shot(*args: str):
+    import signal
     import sys
     from pathlib import Path
 
     import pexpect
 
     exe = str(Path(sys.executable).with_name("routesh"))
-    return pexpect.spawn(exe, list(args), encoding="utf-8", timeout=20)
+    # A test run started in the background (`pytest &` in a script) ignores SIGINT, and the child would
+    # inherit that: give it the default disposition, as a terminal user's routesh has.
+    return pexpect.spawn(exe, list(args), encoding="utf-8", timeout=20,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_ctrl_c_cancels_a_one_shot_sqlite_query(shop):
