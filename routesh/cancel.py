@@ -43,7 +43,3 @@ class CancelToken:
         """Raise Cancelled when the token was cancelled: the work's checkpoints call this."""
         if self._event.is_set():
             raise Cancelled("cancelled")
-
-    def wait(self, seconds: float) -> bool:
-        """Sleep up to `seconds`, waking when cancelled; True when cancelled."""
-        return self._event.wait(seconds)

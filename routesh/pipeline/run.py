@@ -5,7 +5,7 @@ one pipeline can answer several questions at once. The steps (steps.py) work on 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from routesh.cancel import CancelToken
@@ -46,14 +46,11 @@ class QuestionRun:
         if self.sink:
             self.sink(Starting(stage, label))
 
-    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams) -> list[Completion]:
-        return self.engine.generate(list(requests), params)
-
     def call(self, request: ChatRequest, *, draft: str | None) -> Completion:
         """One SQL-writing call; the draft feeds prompt-lookup decoding (the reply mostly copies it)."""
         params = GenerationParams(max_new_tokens=self.options.sql_tokens, stop=SQL_STOP, prompt_lookup=True,
                                   draft_text=draft or "")
-        return self.generate([request], params)[0]
+        return self.engine.generate([request], params)[0]
 
     # ---- the database -------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ def link(run: QuestionRun, full_text: str) -> tuple[ReducedSchema, Sql | None]:
     requests = [prompts.sl_prompt(full_text, run.dialect, run.question, run.hint),
                 prompts.ts_prompt(full_text, run.dialect, run.question, run.hint)]
     started = time.perf_counter()
-    sl_out, ts_out = run.generate(requests, GenerationParams(max_new_tokens=run.options.sql_tokens, stop=SQL_STOP))
+    sl_out, ts_out = run.engine.generate(requests, GenerationParams(max_new_tokens=run.options.sql_tokens, stop=SQL_STOP))
     seconds = time.perf_counter() - started
     linked = run.known(prompts.parse_sl_reply(sl_out.text) or {})
     run.emit(Stage.SL, _columns_summary(linked) or "no usable tables in the reply", raw=sl_out.text,
@@ -95,11 +95,10 @@ def correct(run: QuestionRun, schema_text: str, trial: Trial) -> Trial:
 def continue_writing(run: QuestionRun, schema_text: str, trial: Trial) -> Trial:
     """Step 5, when the SQL fails or is hard: complete a clause-boundary prefix of it; the completion is
     taken only if it runs and returns rows."""
-    parsed = trial.parsed or Sql(trial.sql, run.dialect)
-    hard = trial.ran and _is_hard(parsed)
+    hard = trial.ran and _is_hard(trial.query)
     if trial.ran and not hard:
         return trial
-    prefix = truncate(parsed, run.dialect, fraction=run.options.cw_fraction)
+    prefix = truncate(trial.query, run.dialect, fraction=run.options.cw_fraction)
     if not prefix.strip():
         return trial
     run.starting(Stage.CW, "continuation writing")

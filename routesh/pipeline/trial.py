@@ -4,7 +4,7 @@ training candidates through here too, so their feedback is byte-identical to wha
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from routesh import prompts
 from routesh.db.base import Database, ExecOptions, Result
@@ -17,11 +17,14 @@ from routesh.sql.parse import Sql
 class Trial:
     """One run of one query: its result (up to the row limit it ran with) or the error the database gave."""
 
-    sql: str
+    query: Sql  # the text that ran, its tree parsed (once) when a later step reads it
     result: Result | None
     error: str | None
     timed_out: bool = False
-    parsed: Sql | None = field(default=None, compare=False, repr=False)  # the same text, its tree parsed once
+
+    @property
+    def sql(self) -> str:
+        return self.query.text
 
     @property
     def ran(self) -> bool:
@@ -53,16 +56,15 @@ class Trial:
 def run_trial(db: Database, sql: str | Sql, *, row_limit: int, timeout: float) -> Trial:
     """Run `sql` through the guard and the read-only envelope (which parses it again on purpose: the
     guard checks exactly the text that runs). A cancellation (the user's Ctrl-C) is not the candidate's
-    fault: it propagates and stops the whole question. Given an Sql, the trial carries it on, so later
-    steps read its tree instead of parsing the text again."""
-    parsed = sql if isinstance(sql, Sql) else None
-    text = parsed.text if parsed else str(sql)
+    fault: it propagates and stops the whole question. The trial carries the Sql on (given one, or made
+    from the text), so later steps read its tree instead of parsing the text again."""
+    query = sql if isinstance(sql, Sql) else Sql(sql, db.dialect)
     try:
-        result = db.execute(text, options=ExecOptions(row_limit=row_limit, timeout=timeout))
+        result = db.execute(query.text, options=ExecOptions(row_limit=row_limit, timeout=timeout))
     except Cancelled:
         raise
     except QueryTimeout as err:
-        return Trial(text, None, str(err), timed_out=True, parsed=parsed)
+        return Trial(query, None, str(err), timed_out=True)
     except RoutesError as err:
-        return Trial(text, None, str(err), parsed=parsed)
-    return Trial(text, result, None, parsed=parsed)
+        return Trial(query, None, str(err))
+    return Trial(query, result, None)
