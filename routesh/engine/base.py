@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from routesh.cancel import CancelToken
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length", "cancelled"]
@@ -59,18 +62,24 @@ class Completion:
 
 
 class Engine(Protocol):
-    """A loaded model. `name` is what the user chose; `backend` says how it runs."""
+    """A loaded model. `name` is what the user chose; `backend` says how it runs.
+
+    Safe to call from several threads at once: concurrent generate() calls are served together (one
+    batch on the transformers engine, requests in flight on a server), and each call gets exactly the
+    completions it asked for."""
 
     name: str
     backend: str  # "transformers" | "vllm" | "openai"
 
-    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None) -> list[Completion]:
-        """Complete every request (batched where the backend can), in order. Raises GenerationCancelled
-        when cancel() is called meanwhile, ModelError when the model or server fails."""
+    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None, *,
+                 cancel: CancelToken | None = None) -> list[Completion]:
+        """Complete every request (batched where the backend can), in order. When `cancel` is cancelled
+        meanwhile, this call raises GenerationCancelled as soon as possible and only its own requests are
+        dropped; calls from other threads go on. Raises ModelError when the model or server fails."""
         ...
 
     def cancel(self) -> None:
-        """Stop the generate() running on another thread as soon as possible."""
+        """Stop every generate() in flight (on any thread) as soon as possible."""
         ...
 
     def close(self) -> None: ...
