@@ -64,6 +64,7 @@ def test_prefix_cache_gives_identical_output(engine, monkeypatch):
     engine._prefix_cache.clear()
     with_cache = engine.generate(requests(), params)
     assert all(c.cached_prompt_tokens > 300 for c in with_cache)
+    assert len(engine._prefix_cache) == 1  # the three share one prefix, kept once
     again = engine.generate(requests(), params)  # served from the LRU, across calls
     monkeypatch.setattr(hf, "_MIN_PREFIX_TOKENS", 10**9)  # no prefix reuse at all
     without = engine.generate(requests(), params)
@@ -73,7 +74,8 @@ def test_prefix_cache_gives_identical_output(engine, monkeypatch):
 
 def test_prompt_lookup_is_greedy_with_fewer_passes(engine):
     greedy = engine.generate(requests(), GenerationParams(max_new_tokens=40))
-    lookup = engine.generate(requests(), GenerationParams(max_new_tokens=40, prompt_lookup=True))
+    # one request per call, as the pipeline asks: a request alone drafts from its prompt
+    lookup = [engine.generate([r], GenerationParams(max_new_tokens=40, prompt_lookup=True))[0] for r in requests()]
     assert [c.text for c in lookup] == [c.text for c in greedy]
     copy_task = lookup[2]
     assert copy_task.extra["forward_passes"] < copy_task.output_tokens / 2  # the copied SQL came in drafts
@@ -86,9 +88,11 @@ def test_stop_strings_and_length(engine):
     assert out.output_tokens == 3 and out.finish_reason == "length"
 
 
-def test_lora_adapter_applies(engine, tmp_path):
+def test_lora_adapter_applies(folder, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
+
+    engine = TransformersEngine(folder, name=TEST_MODEL, dtype="float32")  # its own: the adapter stays on
 
     base = engine.generate(requests([QUESTIONS[1]]), GenerationParams(max_new_tokens=20))[0].text
     # A real adapter with random (non-zero) weights, saved the way finetune/ saves one.
@@ -114,3 +118,90 @@ def test_cancel_during_prompt_lookup(engine):
     threading.Timer(0.5, engine.cancel).start()
     with pytest.raises(GenerationCancelled):
         engine.generate(requests([QUESTIONS[0]]), GenerationParams(max_new_tokens=2000, prompt_lookup=True))
+
+
+OTHER_SCHEMA = "You write SQLite queries.\n" + "\n".join(
+    f"CREATE TABLE shop{i} (shop_id INTEGER PRIMARY KEY, owner TEXT, opened DATE);" for i in range(12))
+
+# Mixed on purpose: two schemas (two cached prefixes of different lengths), a request with no leading
+# messages at all, different lengths, stop strings and prompt lookup.
+MIXED = [
+    (ChatRequest.of(("system", SCHEMA), ("user", QUESTIONS[0])), GenerationParams(max_new_tokens=30)),
+    (ChatRequest.of(("system", OTHER_SCHEMA), ("user", "Which shops opened in 2020?")),
+     GenerationParams(max_new_tokens=12)),
+    (ChatRequest.of(("user", "Write SQL that counts the rows of t1.")), GenerationParams(max_new_tokens=20)),
+    (ChatRequest.of(("system", SCHEMA), ("user", QUESTIONS[2])),
+     GenerationParams(max_new_tokens=40, stop=("ORDER",), prompt_lookup=True)),
+    (ChatRequest.of(("system", OTHER_SCHEMA), ("user", "Name the owner of shop 3.")),
+     GenerationParams(max_new_tokens=25)),
+]
+
+
+def _concurrently(engine, jobs, kwargs=None):
+    """Every (request, params) as its own generate() call on its own thread, all at once; kwargs[i]
+    are more keyword arguments for call i."""
+    kwargs = kwargs or {}
+    results: dict[int, object] = {}
+    start = threading.Barrier(len(jobs))
+
+    def ask(i, request, params):
+        start.wait()
+        try:
+            results[i] = engine.generate([request], params, **kwargs.get(i, {}))[0]
+        except Exception as err:  # noqa: BLE001 - the test looks at what each caller got
+            results[i] = err
+
+    threads = [threading.Thread(target=ask, args=(i, r, p)) for i, (r, p) in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    return [results[i] for i in range(len(jobs))]
+
+
+def test_concurrent_callers_share_a_batch_and_get_what_they_get_alone(engine):
+    alone = [engine.generate([r], p)[0] for r, p in MIXED]
+    together = _concurrently(engine, MIXED)
+    assert [c.text for c in together] == [c.text for c in alone]
+    assert [c.output_tokens for c in together] == [c.output_tokens for c in alone]
+    assert [c.finish_reason for c in together] == [c.finish_reason for c in alone]
+    assert "ORDER" not in together[3].text and "SELECT" in together[3].text
+    assert max(c.extra["peak_batch_rows"] for c in together) >= 3  # they really were decoded together
+    assert together[2].cached_prompt_tokens == 0 and together[1].cached_prompt_tokens > 100
+
+
+def test_cancelling_one_caller_leaves_the_others_alone(engine):
+    from routesh.cancel import CancelToken
+
+    alone = [engine.generate([r], p)[0].text for r, p in MIXED[:2]]
+    token = CancelToken()
+    long_one = (ChatRequest.of(("system", SCHEMA), ("user", QUESTIONS[1])), GenerationParams(max_new_tokens=2000))
+    threading.Timer(1.0, token.cancel).start()
+    out = _concurrently(engine, [*MIXED[:2], long_one], {2: {"cancel": token}})
+    assert isinstance(out[2], GenerationCancelled)
+    assert [c.text for c in out[:2]] == alone
+
+
+def test_sampling_is_seeded_per_row_whatever_the_batch(engine):
+    params = GenerationParams(max_new_tokens=20, temperature=0.9, seed=11)
+    first = [c.text for c in engine.generate(requests(), params)]
+    alone = engine.generate(requests()[1:2], params)[0].text  # slot 0 of its own call draws like slot 0
+    again = [c.text for c in engine.generate(requests(), params)]
+    assert first == again
+    assert alone == engine.generate(requests()[1:2], params)[0].text
+    assert len(set(first)) > 1
+
+
+def test_prefix_cache_is_bounded_by_bytes(folder):
+    engine = TransformersEngine(folder, name=TEST_MODEL, dtype="float32")
+    params = GenerationParams(max_new_tokens=2)
+    engine.generate(requests([QUESTIONS[0]]), params)
+    cache = engine._prefix_cache
+    one = cache.bytes
+    assert len(cache) == 1 and one > 2**20
+    cache.max_bytes = one + 2**20  # room for this prefix, not for a second one too
+    engine.generate([ChatRequest.of(("system", OTHER_SCHEMA), ("user", "hi"))], params)
+    assert len(cache) == 1 and 0 < cache.bytes < one  # the other schema is shorter; the first one went
+    out = engine.generate(requests([QUESTIONS[0]]), params)[0]  # computed again, and still right
+    assert out.cached_prompt_tokens > 300
+    engine.close()

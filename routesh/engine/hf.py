@@ -1,35 +1,73 @@
 """The transformers engine: the CPU default (and a plain GPU without vLLM).
 
-Speed comes from not redoing work. The pipeline's prompts share a long leading part (the schema, in
-the leading messages); its key/value cache is computed once, kept in a small LRU across calls, and
-every request of a batch continues from a copy of it. Stages that mostly copy SQL from their prompt
-can draft tokens from the prompt itself (prompt-lookup decoding).
+Speed comes from not redoing work and from decoding many rows at once. The pipeline's prompts share a
+long leading part (the schema, in the leading messages); its key/value cache is computed once and kept
+(prefix_cache.py), and every request continues from it. generate() calls from any number of threads
+are served by one scheduler thread: their requests join one running batch between decoding steps and
+leave it when done (batch.py), so N questions in flight cost little more than one — decoding reads
+the weights once per step whatever the number of rows. A request decoding alone that mostly copies
+its prompt drafts tokens from it (prompt-lookup decoding); it rejoins the batch as soon as other work
+arrives. Greedy output is what the request gives alone: padding is masked out, positions are each
+row's own.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import threading
-import warnings
 import time
-from collections import OrderedDict
+import warnings
+from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from routesh.engine.base import ChatRequest, Completion, GenerationParams, batch_of, truncate_at_stop
-from routesh.errors import GenerationCancelled, ModelError
+from routesh.engine.batch import Row, RunningBatch, choose, forward
 from routesh.engine.lookup import greedy_lookup_decode
+from routesh.engine.prefix_cache import DEFAULT_BYTES, CachedPrefix, PrefixCache, cache_bytes
+from routesh.errors import GenerationCancelled, ModelError
+
+if TYPE_CHECKING:
+    from routesh.cancel import CancelToken
 
 _MIN_PREFIX_TOKENS = 16  # shorter shared prefixes are not worth caching
+MAX_BATCH_ROWS = 16  # rows decoding at once; past this on a CPU a step costs more than it saves
+MAX_BATCH_TOKENS = 64 * 1024  # rows × padded length: bounds the memory of the batch's cache
 
 
 @dataclass
 class _Encoded:
     ids: list[int]
-    prefix: tuple[int, ...]  # the tokens of all messages but the last, when they are a prefix of ids
+    lead: str = ""  # the text of all messages but the last, when its tokens are a prefix of ids
+    lead_ids: tuple[int, ...] = ()
+
+
+@dataclass(eq=False)
+class _Call:
+    """One generate() call: its rows go through the batch; its caller waits for all of them."""
+
+    params: GenerationParams
+    size: int
+    started: float = field(default_factory=time.perf_counter)
+    results: dict[int, Completion] = field(default_factory=dict)
+    done: threading.Event = field(default_factory=threading.Event)
+    cancelled: bool = False
+    error: BaseException | None = None
+
+    def finish(self, slot: int, completion: Completion) -> None:
+        self.results[slot] = completion
+        if len(self.results) == self.size:
+            seconds = time.perf_counter() - self.started
+            for c in self.results.values():
+                c.seconds = seconds
+            self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
 
 
 def cpu_has_bf16() -> bool:
@@ -45,7 +83,9 @@ class TransformersEngine:
     backend = "transformers"
 
     def __init__(self, folder: Path | str, *, name: str | None = None, device: str | None = None,
-                 dtype: str | None = None, adapter: str | Path | None = None, prefix_cache_size: int = 4):
+                 dtype: str | None = None, adapter: str | Path | None = None,
+                 prefix_cache_bytes: int = DEFAULT_BYTES, max_batch_rows: int = MAX_BATCH_ROWS,
+                 max_batch_tokens: int = MAX_BATCH_TOKENS):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -61,16 +101,23 @@ class TransformersEngine:
         except Exception as err:
             raise ModelError(f"cannot load the model in {self.folder}: {type(err).__name__}: "
                              f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}") from None
-        self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.base_model = model.to(self.device).eval()
         self.model = self.base_model
         self.adapter: Path | None = None
-        self._prefix_cache: OrderedDict[tuple[int, ...], Any] = OrderedDict()
-        self._prefix_cache_size = prefix_cache_size
-        self._busy = threading.Lock()
-        self._cancel = threading.Event()
+        self._eos = set(_as_list(model.generation_config.eos_token_id)) | {self.tokenizer.eos_token_id}
+        self._prefix_cache = PrefixCache(prefix_cache_bytes)
+        self.max_batch_rows, self.max_batch_tokens = max_batch_rows, max_batch_tokens
+        # The scheduler: callers put rows in _waiting and wait; one thread decodes. _model_lock is held
+        # by that thread for each step, so an adapter never changes in the middle of one.
+        self._state = threading.Condition()
+        self._waiting: deque[Row] = deque()
+        self._calls: set[_Call] = set()  # calls not yet answered
+        self._batch = RunningBatch(self.model, self.device)
+        self._model_lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._closed = False
         if adapter:
             self.apply_adapter(adapter)
 
@@ -80,166 +127,259 @@ class TransformersEngine:
         """Put a LoRA adapter (a peft folder) on top of the base model, replacing any earlier one."""
         from peft import PeftModel
 
-        with self._busy:
+        with self._model_lock:
             self._drop_adapter()
             try:
                 with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours to fix
                     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-                    self.model = PeftModel.from_pretrained(self.base_model, str(path)).eval()
+                    self._use(PeftModel.from_pretrained(self.base_model, str(path)).eval())
             except Exception as err:
                 raise ModelError(f"cannot apply the adapter in {path}: {type(err).__name__}: {err}") from None
             self.adapter = Path(path)
-            self._prefix_cache.clear()  # the adapter changes every key and value
 
     def _drop_adapter(self) -> None:
         if self.adapter is None:
             return
         self.base_model = self.model.unload()  # peft's LoRA layers out, base weights untouched
-        self.model = self.base_model
+        self._use(self.base_model)
         self.adapter = None
-        self._prefix_cache.clear()
 
-    # ---- generation ---------------------------------------------------------------------------------
+    def _use(self, model: Any) -> None:
+        self.model = model
+        self._batch._model = model
+        self._prefix_cache.clear()  # the adapter changes every key and value
 
-    def cancel(self) -> None:
-        self._cancel.set()
+    # ---- the callers' side --------------------------------------------------------------------------
 
-    def close(self) -> None:
-        self._prefix_cache.clear()
-
-    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None) -> list[Completion]:
+    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None, *,
+                 cancel: CancelToken | None = None) -> list[Completion]:
         requests, params = batch_of(requests, params)
         if not requests:
             return []
-        with self._busy:
-            self._cancel.clear()
-            encoded = [self._encode(r) for r in requests]
-            prefix = _shared_prefix(encoded)
-            if params.prompt_lookup and params.temperature == 0:
-                # drafting from the prompt works one sequence at a time
-                return [self._run_lookup(e, prefix, params) for e in encoded]
-            return self._run(encoded, prefix, params)
+        encoded = [self._encode(r) for r in requests]  # on the caller's thread: callers tokenize in parallel
+        reference = (self.tokenizer(params.draft_text, add_special_tokens=False)["input_ids"]
+                     if params.draft_text and params.prompt_lookup else [])
+        call = _Call(params, len(encoded))
+        rows = [Row(call, slot, e.ids, len(e.lead_ids), params, lead=e.lead, reference=reference,
+                    generator=self._generator(params, slot)) for slot, e in enumerate(encoded)]
+        with self._state:
+            if self._closed:
+                raise ModelError(f"the engine for {self.name} is closed")
+            self._calls.add(call)
+            self._waiting.extend(rows)
+            self._ensure_worker()
+            self._state.notify_all()
+        if cancel is not None:
+            cancel.on_cancel(lambda: self._cancel_call(call))
+        call.done.wait()
+        with self._state:
+            self._calls.discard(call)
+        if call.cancelled:
+            raise GenerationCancelled("generation cancelled")
+        if call.error is not None:
+            raise call.error
+        return [call.results[slot] for slot in range(call.size)]
+
+    def cancel(self) -> None:
+        """Cancel every call in flight."""
+        with self._state:
+            calls = list(self._calls)
+        for call in calls:
+            self._cancel_call(call)
+
+    def _cancel_call(self, call: _Call) -> None:
+        with self._state:
+            call.cancelled = True
+            call.done.set()  # the caller returns now; the scheduler drops the rows at its next step
+            self._state.notify_all()
+
+    def close(self) -> None:
+        with self._state:
+            self._closed = True
+            calls = list(self._calls)
+            self._state.notify_all()
+        for call in calls:
+            call.fail(ModelError(f"the engine for {self.name} was closed"))
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout=10)
+        self._prefix_cache.clear()
+
+    def _generator(self, params: GenerationParams, slot: int) -> Any:
+        if params.temperature <= 0:
+            return None
+        generator = self._torch.Generator(device=self.device)
+        if params.seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(params.seed + slot)  # each row its own draw, whatever it is batched with
+        return generator
 
     def _encode(self, request: ChatRequest) -> _Encoded:
         messages = request.as_dicts()
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        prefix: tuple[int, ...] = ()
         if len(messages) > 1:
             lead = self.tokenizer.apply_chat_template(messages[:-1], tokenize=False)
             if text.startswith(lead):
                 lead_ids = self.tokenizer(lead, add_special_tokens=False)["input_ids"]
-                if ids[: len(lead_ids)] == lead_ids and len(lead_ids) < len(ids):
-                    prefix = tuple(lead_ids)
-        return _Encoded(ids, prefix)
+                if (ids[: len(lead_ids)] == lead_ids and _MIN_PREFIX_TOKENS <= len(lead_ids) < len(ids)):
+                    return _Encoded(ids, lead, tuple(lead_ids))
+        return _Encoded(ids)
 
-    def _run(self, batch: list[_Encoded], prefix: tuple[int, ...], params: GenerationParams) -> list[Completion]:
-        torch = self._torch
-        pad = self.tokenizer.pad_token_id
-        started = time.perf_counter()
-        first_token: list[float] = []
-        suffixes = [e.ids[len(prefix):] for e in batch]
-        width = max(map(len, suffixes))
-        # Rows are prefix + padding + suffix: padding sits after the shared prefix, so the prefix's
-        # cache serves every row; position ids come from the attention mask and skip the holes.
-        rows = [list(prefix) + [pad] * (width - len(s)) + s for s in suffixes]
-        mask = [[1] * len(prefix) + [0] * (width - len(s)) + [1] * len(s) for s in suffixes]
-        input_ids = torch.tensor(rows, device=self.device)
-        attention = torch.tensor(mask, device=self.device)
-        kwargs: dict[str, Any] = {}
-        if prefix:
-            kwargs["past_key_values"] = self._prefix_kv(prefix, len(batch))
-        if params.temperature > 0:
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            kwargs.update(do_sample=True, temperature=params.temperature)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if params.stop:
-            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
-        with torch.inference_mode():
-            output = self.model.generate(
-                input_ids=input_ids, attention_mask=attention, max_new_tokens=params.max_new_tokens,
-                pad_token_id=pad, stopping_criteria=[_Watch(self._cancel, first_token, started)], **kwargs,
-            )
-        if self._cancel.is_set():
-            raise GenerationCancelled("generation cancelled")
-        seconds = time.perf_counter() - started
-        first = first_token[0] if first_token else None
-        return [self._completion(row[len(rows[i]):].tolist(), batch[i], len(prefix), params, seconds, first)
-                for i, row in enumerate(output)]
+    # ---- the scheduler ------------------------------------------------------------------------------
 
-    def _run_lookup(self, encoded: _Encoded, prefix: tuple[int, ...], params: GenerationParams) -> Completion:
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._serve, name=f"routesh-{self.name}", daemon=True)
+            self._worker.start()
+
+    def _serve(self) -> None:
+        while True:
+            with self._state:
+                while not self._waiting and not self._batch.rows and not self._closed:
+                    self._state.wait()
+                if self._closed:
+                    self._waiting.clear()
+                    return
+            with self._model_lock:
+                try:
+                    self._admit()
+                    self._batch.remove([r for r in self._batch.rows if r.call.cancelled])
+                    if not self._batch.rows:
+                        continue
+                    if self._can_go_alone():
+                        self._decode_alone()
+                    else:
+                        self._decode_step()
+                except Exception as err:  # the model failed: every call in the batch hears it, once
+                    failed = ModelError(f"the model failed to generate: {type(err).__name__}: {err}")
+                    for row in self._batch.rows:
+                        row.call.fail(failed)
+                    self._batch.remove(list(self._batch.rows))
+
+    def _admit(self) -> None:
+        """Move waiting rows into the batch while it has room (an empty batch always takes one)."""
+        while True:
+            with self._state:
+                if not self._waiting:
+                    return
+                row = self._waiting[0]
+                if row.call.cancelled or row.call.done.is_set():
+                    self._waiting.popleft()
+                    continue
+                if self._batch.rows and (len(self._batch) >= self.max_batch_rows or
+                                         self._batch.padded_tokens(len(row.ids)) > self.max_batch_tokens):
+                    return
+                self._waiting.popleft()
+            try:
+                cache = self._prefill(row)
+            except Exception as err:
+                row.call.fail(ModelError(f"the model failed to read the prompt: {type(err).__name__}: {err}"))
+                continue
+            if self._finished(row):
+                self._deliver(row)
+            else:
+                self._batch.add(row, cache)
+
+    def _prefill(self, row: Row) -> Any:
+        """Compute the row's prompt (from its cached prefix) and choose its first token."""
         from transformers import DynamicCache
 
-        started = time.perf_counter()
-        cache = self._prefix_kv(prefix, 1) if prefix else DynamicCache(config=self.model.config)
+        torch = self._torch
+        if row.cached:
+            prefix = self._prefix(row.lead, tuple(row.ids[:row.cached]))
+            cache = DynamicCache(ddp_cache_data=[(layer.keys, layer.values) for layer in prefix.cache.layers])
+        else:
+            cache = DynamicCache(config=self.model.config)
+        rest = row.ids[row.cached:]
+        with torch.inference_mode():
+            logits = forward(self.model, torch.tensor([rest], device=self.device), cache,
+                             logits_to_keep=1).logits[:, -1, :]
+        row.forward_passes += 1
+        row.tokens.append(choose([row], logits)[0])
+        row.first_token_seconds = time.perf_counter() - row.call.started
+        return cache
 
-        def should_stop(tokens: list[int]) -> bool:
-            if self._cancel.is_set():
-                return True
-            return bool(params.stop) and truncate_at_stop(self.tokenizer.decode(tokens), params.stop)[1]
-
-        reference = self.tokenizer(params.draft_text, add_special_tokens=False)["input_ids"] if params.draft_text else []
-        result = greedy_lookup_decode(self.model, encoded.ids, cache, max_new_tokens=params.max_new_tokens,
-                                      eos=self._eos_ids(), should_stop=should_stop, clock=time.perf_counter,
-                                      reference=reference)
-        if self._cancel.is_set():
-            raise GenerationCancelled("generation cancelled")
-        completion = self._completion(result.tokens, encoded, len(prefix), params, time.perf_counter() - started,
-                                      result.first_token_seconds)
-        completion.extra.update(forward_passes=result.forward_passes, drafted=result.drafted,
-                                accepted=result.accepted)
-        return completion
-
-    def _eos_ids(self) -> set[int]:
-        return set(_as_list(self.model.generation_config.eos_token_id)) | {self.tokenizer.eos_token_id}
-
-    def _completion(self, generated: list[int], encoded: _Encoded, cached: int, params: GenerationParams,
-                    seconds: float, first: float | None) -> Completion:
-        eos = self._eos_ids()
-        ended = next((i for i, t in enumerate(generated) if t in eos), None)
-        tokens = generated[:ended] if ended is not None else generated
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        text, stopped = truncate_at_stop(text, params.stop)
-        finish = "stop" if ended is not None or stopped else ("length" if len(tokens) >= params.max_new_tokens else "stop")
-        return Completion(text=text, prompt_tokens=len(encoded.ids), output_tokens=len(tokens), finish_reason=finish,
-                          seconds=seconds, first_token_seconds=first, cached_prompt_tokens=cached)
-
-    def _prefix_kv(self, prefix: tuple[int, ...], batch_size: int) -> Any:
-        """A fresh copy of the prefix's KV cache for `batch_size` rows (computed once, then reused)."""
-        cache = self._prefix_cache.get(prefix)
-        if cache is None:
+    def _prefix(self, lead: str, ids: tuple[int, ...]) -> CachedPrefix:
+        """The leading messages' cache, computed once and then found by their text."""
+        entry = self._prefix_cache.get(lead)
+        if entry is None or entry.ids != ids:
             from transformers import DynamicCache
 
             torch = self._torch
             with torch.inference_mode():
-                out = self.model(input_ids=torch.tensor([list(prefix)], device=self.device),
-                                 past_key_values=DynamicCache(config=self.model.config), use_cache=True)
-            cache = out.past_key_values
-            self._prefix_cache[prefix] = cache
-            while len(self._prefix_cache) > self._prefix_cache_size:
-                self._prefix_cache.popitem(last=False)
-        self._prefix_cache.move_to_end(prefix)
-        copied = copy.deepcopy(cache)  # generate() appends to the cache it is given
-        if batch_size > 1:
-            copied.batch_repeat_interleave(batch_size)
-        return copied
+                cache = DynamicCache(config=self.model.config)
+                forward(self.model, torch.tensor([list(ids)], device=self.device), cache, logits_to_keep=1)
+            entry = CachedPrefix(ids, cache, cache_bytes(cache))
+            self._prefix_cache.put(lead, entry)
+        return entry
 
+    def _decode_step(self) -> None:
+        rows = list(self._batch.rows)
+        logits = self._batch.step()
+        done = []
+        for row, token in zip(rows, choose(rows, logits)):
+            row.tokens.append(token)
+            if self._finished(row):
+                done.append(row)
+        self._batch.remove(done)
+        for row in done:
+            self._deliver(row)
 
-class _Watch:
-    """A stopping criterion that never stops on its own: it notes when the first token arrived and
-    ends generation for every row once cancel() was called."""
+    def _can_go_alone(self) -> bool:
+        """One greedy row that drafts from its prompt, and nothing else to do: prompt lookup beats a batch of one."""
+        if len(self._batch) != 1 or self._waiting:
+            return False
+        row = self._batch.rows[0]
+        return row.params.prompt_lookup and row.greedy
 
-    def __init__(self, cancel: threading.Event, first_token: list[float], started: float):
-        self._cancel, self._first, self._started = cancel, first_token, started
+    def _decode_alone(self) -> None:
+        """Prompt-lookup decoding of the batch's only row, until it ends or other work arrives (then it
+        goes back into the batch, its cache intact)."""
+        row, cache = self._batch.take_only()
+        before = list(row.tokens)
 
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
+        def should_stop(new: list[int]) -> bool:
+            return bool(row.call.cancelled or self._waiting or self._stop_found(row.params, before + new))
 
-        if not self._first:
-            self._first.append(time.perf_counter() - self._started)
-        return torch.full((input_ids.shape[0],), self._cancel.is_set(), dtype=torch.bool, device=input_ids.device)
+        result = greedy_lookup_decode(self.model, row.ids + before, cache,
+                                      max_new_tokens=row.params.max_new_tokens - len(before), eos=self._eos,
+                                      should_stop=should_stop, clock=time.perf_counter, reference=row.reference)
+        row.tokens = before + result.tokens
+        row.forward_passes += result.forward_passes
+        row.drafted += result.drafted
+        row.accepted += result.accepted
+        if self._finished(row):
+            self._deliver(row)
+        elif not row.call.cancelled:
+            self._batch.add(row, cache)
+
+    def _finished(self, row: Row) -> bool:
+        return (row.tokens[-1] in self._eos or len(row.tokens) >= row.params.max_new_tokens
+                or self._stop_found(row.params, row.tokens))
+
+    def _stop_found(self, params: GenerationParams, tokens: list[int]) -> bool:
+        return bool(params.stop) and truncate_at_stop(self.tokenizer.decode(tokens), params.stop)[1]
+
+    def _deliver(self, row: Row) -> None:
+        completion = self._completion(row)
+        completion.extra.update(forward_passes=row.forward_passes, peak_batch_rows=row.peak_batch_rows)
+        if row.params.prompt_lookup:
+            completion.extra.update(drafted=row.drafted, accepted=row.accepted)
+        row.call.finish(row.slot, completion)
+
+    def _completion(self, row: Row) -> Completion:
+        generated, params = row.tokens, row.params
+        ended = next((i for i, t in enumerate(generated) if t in self._eos), None)
+        tokens = generated[:ended] if ended is not None else generated
+        while len(tokens) > 1 and self._stop_found(params, tokens[:-1]):
+            tokens = tokens[:-1]  # drafted past the stop string: count only up to it, as one-by-one would
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        text, stopped = truncate_at_stop(text, params.stop)
+        finish = "stop" if ended is not None or stopped else ("length" if len(tokens) >= params.max_new_tokens else "stop")
+        return Completion(text=text, prompt_tokens=len(row.ids), output_tokens=len(tokens), finish_reason=finish,
+                          seconds=time.perf_counter() - row.call.started, first_token_seconds=row.first_token_seconds,
+                          cached_prompt_tokens=row.cached)
 
 
 @contextlib.contextmanager
@@ -256,14 +396,6 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-
-
-def _shared_prefix(batch: list[_Encoded]) -> tuple[int, ...]:
-    """The leading messages' tokens when every request has the same ones (and enough of them)."""
-    first = batch[0].prefix
-    if len(first) >= _MIN_PREFIX_TOKENS and all(e.prefix == first for e in batch):
-        return first
-    return ()
 
 
 def _pick_dtype(torch: Any, dtype: str | None, device: str) -> Any:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from routesh.engine.batch import forward
+
 MAX_NGRAM = 3
 DRAFT_TOKENS = 10
 
@@ -76,14 +78,14 @@ def greedy_lookup_decode(
         rest = list(prompt[cached:]) or [prompt[-1]]
         if cached == len(prompt):  # the whole prompt is cached: recompute its last position
             _keep(cache, cached - 1)
-        logits = model(input_ids=torch.tensor([rest], device=device), past_key_values=cache, use_cache=True).logits
+        logits = forward(model, torch.tensor([rest], device=device), cache).logits
         tokens = [int(logits[0, -1].argmax())]
         result = LookupResult(tokens, 1, 0, 0, clock() - started)
         while len(tokens) < max_new_tokens and tokens[-1] not in eos and not should_stop(tokens):
             draft = propose(list(prompt) + tokens, reference=reference)[: max_new_tokens - len(tokens)]
             before = cache.get_seq_length()
             step = [tokens[-1]] + draft
-            logits = model(input_ids=torch.tensor([step], device=device), past_key_values=cache, use_cache=True).logits
+            logits = forward(model, torch.tensor([step], device=device), cache).logits
             predicted = logits[0].argmax(-1).tolist()  # predicted[i] follows step[: i + 1]
             agreed = 0
             while agreed < len(draft) and predicted[agreed] == draft[agreed]:
