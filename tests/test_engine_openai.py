@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from routesh.cancel import CancelToken
 from routesh.engine.base import ChatRequest, GenerationParams
 from routesh.errors import GenerationCancelled, ModelError
 from routesh.engine.openai import OpenAIEngine, normalize_base_url
@@ -266,6 +267,21 @@ def test_cancel_from_another_thread(engine: OpenAIEngine) -> None:
     [done] = engine.generate([ask("Say hello.")], GenerationParams(max_new_tokens=3))
     assert done.text and done.output_tokens > 0
     assert time.monotonic() - start < 8
+
+
+def test_concurrent_callers_get_the_answers_each_gets_alone(engine: OpenAIEngine) -> None:
+    batches = [["Name a colour.", "Name a fruit that is red."], ["Name an animal."],
+               ["Name a country in Europe.", "Name a planet.", "Say hello."]]
+    params = GenerationParams(max_new_tokens=6)
+    alone = [[c.text for c in engine.generate([ask(q) for q in batch], params)] for batch in batches]
+    runs = [run_in_thread(lambda batch=batch: engine.generate([ask(q) for q in batch], params)) for batch in batches]
+    for thread, _ in runs:
+        thread.join(60)
+    boxes = [box for _, box in runs]
+    assert all("result" in box for box in boxes), boxes
+    assert [[c.text for c in box["result"]] for box in boxes] == alone  # greedy: the same text, in its own order
+    assert all(text.strip() for texts in alone for text in texts) and len({t for ts in alone for t in ts}) > 3
+    assert max(box["ended"] - box["seconds"] for box in boxes) < min(box["ended"] for box in boxes)  # overlapped
 
 
 def test_server_killed_mid_request(tf_victim: ServeProcess) -> None:
@@ -570,6 +586,152 @@ def test_one_failed_request_fails_the_batch(fake: FakeServer) -> None:
         assert len(fake.requests) == 2  # the third was never sent
         [done] = eng.generate([ask("again")])  # and the engine still works (the third action answers)
     assert done.text == "c"
+
+
+class Gauge:
+    """Counts the requests a scripted server has open at once, and the most it ever had."""
+
+    def __init__(self) -> None:
+        self.open = self.most = 0
+        self.lock = threading.Lock()
+
+    def echo(self, delay: float) -> Action:
+        """Answers the question it was asked after `delay` seconds. It stops counting the request before
+        the final [DONE], which the client waits for: the count never runs ahead of the client's own."""
+
+        def act(h: http.server.BaseHTTPRequestHandler) -> None:
+            with self.lock:
+                self.open += 1
+                self.most = max(self.most, self.open)
+            try:
+                time.sleep(delay)
+                answer = f"answer to {h.body['messages'][-1]['content']}"
+                sse_reply([], events=[{"choices": [{"index": 0, "delta": {"content": answer},
+                                                    "finish_reason": "stop"}]}])(h)
+            finally:
+                with self.lock:
+                    self.open -= 1
+            h.wfile.write(b"data: [DONE]\n\n")
+
+        return act
+
+
+def test_concurrency_bounds_all_callers_together(fake: FakeServer) -> None:
+    gauge = Gauge()
+    fake.script = [gauge.echo(0.1)] * 12
+    with OpenAIEngine(fake.url, concurrency=2) as eng:
+        runs = [run_in_thread(lambda t=t: eng.generate([ask(f"q {t}.{i}") for i in range(3)])) for t in range(4)]
+        for thread, _ in runs:
+            thread.join(20)
+    for t, (_, box) in enumerate(runs):
+        assert [c.text for c in box["result"]] == [f"answer to q {t}.{i}" for i in range(3)], box
+    assert gauge.most == 2  # never more than the engine allows, all callers together; and all of it is used
+
+
+def test_a_big_call_does_not_starve_a_small_one(fake: FakeServer) -> None:
+    fake.script = [Gauge().echo(0.2)] * 11
+    with OpenAIEngine(fake.url, concurrency=2) as eng:
+        big, big_box = run_in_thread(lambda: eng.generate([ask(f"big {i}") for i in range(10)]))
+        time.sleep(0.1)  # the big call holds both slots, with 8 more requests to go
+        small, small_box = run_in_thread(lambda: eng.generate([ask("small")]))
+        small.join(10)
+        big.join(20)
+    assert [c.text for c in small_box["result"]] == ["answer to small"], small_box
+    assert len(big_box["result"]) == 10, big_box
+    assert big_box["ended"] - small_box["ended"] > 0.3  # served next in line (about 0.7 s early), not last
+
+
+def _streams(ended: dict[str, tuple[bool, float]]) -> Action:
+    """Streams `QUESTION:i ` for i < 400 ("long ..." questions) or < 25 (others), 20 ms a piece; records
+    whether each request was streamed to the end (or the client went away) and when it ended."""
+
+    def act(h: http.server.BaseHTTPRequestHandler) -> None:
+        question = h.body["messages"][-1]["content"]
+        complete = False
+        try:
+            sse_reply(streamed(question), delay=0.02)(h)
+            complete = True
+        finally:
+            ended[question] = (complete, time.monotonic())
+
+    return act
+
+
+def streamed(question: str) -> list[str]:
+    return [f"{question}:{i} " for i in range(400 if question.startswith("long") else 25)]
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+def test_cancelling_one_callers_token_stops_only_that_call(fake: FakeServer) -> None:
+    ended: dict[str, tuple[bool, float]] = {}
+    fake.script = [_streams(ended)] * 4
+    token = CancelToken()
+    with OpenAIEngine(fake.url, concurrency=3) as eng:
+        a, a_box = run_in_thread(lambda: eng.generate([ask("long 0"), ask("long 1")], cancel=token))
+        time.sleep(0.1)
+        b, b_box = run_in_thread(lambda: eng.generate([ask("mid 0"), ask("mid 1")]))  # "mid 1" waits for a slot
+        time.sleep(0.3)
+        assert a.is_alive() and b.is_alive() and "mid 0" not in ended  # both mid-flight
+        cancelled_at = time.monotonic()
+        token.cancel()
+        a.join(2)
+        assert isinstance(a_box.get("error"), GenerationCancelled), a_box
+        assert a_box["ended"] - cancelled_at < 0.5
+        b.join(10)
+        assert [c.text for c in b_box["result"]] == ["".join(streamed(f"mid {i}")) for i in range(2)], b_box
+        assert b_box["seconds"] < 4  # "mid 1" got a slot A let go of, long before A's streams would end
+        # the server saw A's requests go away (its streams would run for 8 s), and B's to the end
+        assert wait_for(lambda: {q: ended.get(q, (None,))[0] for q in ("long 0", "long 1", "mid 0", "mid 1")}
+                        == {"long 0": False, "long 1": False, "mid 0": True, "mid 1": True}, 2), ended
+        assert max(ended[q][1] for q in ("long 0", "long 1")) - cancelled_at < 1.0
+        sent = len(fake.requests)
+        with pytest.raises(GenerationCancelled):  # a token cancelled before the call: nothing is sent
+            eng.generate([ask("again")], cancel=token)
+        assert len(fake.requests) == sent
+        [done] = eng.generate([ask("after")])  # nor does it poison the calls that follow
+    assert done.text == "ok"
+
+
+def test_a_cancelled_call_frees_its_slot_while_the_server_is_silent(fake: FakeServer) -> None:
+    def silent(h: http.server.BaseHTTPRequestHandler) -> None:  # the headers, then nothing (a long prefill)
+        h.send_response(200)
+        h.send_header("content-type", "text/event-stream")
+        h.end_headers()
+        fake.release.wait(30)
+
+    fake.script = [silent]
+    token = CancelToken()
+    with OpenAIEngine(fake.url, concurrency=1, timeout=30) as eng:
+        thread, box = run_in_thread(lambda: eng.generate([ask("q")], cancel=token))
+        time.sleep(0.3)
+        token.cancel()
+        thread.join(2)
+        assert isinstance(box.get("error"), GenerationCancelled), box
+        start = time.monotonic()
+        [done] = eng.generate([ask("next")])  # the one slot is free already, not when the server speaks
+    assert done.text == "ok"
+    assert time.monotonic() - start < 2
+
+
+def test_engine_cancel_stops_every_call_in_flight(fake: FakeServer) -> None:
+    ended: dict[str, tuple[bool, float]] = {}
+    fake.script = [_streams(ended)] * 2
+    with OpenAIEngine(fake.url) as eng:
+        runs = [run_in_thread(lambda i=i: eng.generate([ask(f"long {i}")])) for i in range(2)]
+        time.sleep(0.3)
+        eng.cancel()
+        for thread, box in runs:
+            thread.join(2)
+            assert isinstance(box.get("error"), GenerationCancelled), box
+        assert wait_for(lambda: len(ended) == 2, 2) and not any(complete for complete, _ in ended.values())
+        [done] = eng.generate([ask("after")])
+    assert done.text == "ok"
 
 
 def _stall(fake: FakeServer) -> Action:

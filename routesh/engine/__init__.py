@@ -29,10 +29,12 @@ BACKENDS = ("auto", "transformers", "vllm")
 
 def load_engine(spec: str | None = None, *, backend: str = "auto", adapter: str | Path | None = None,
                 device: str | None = None, dtype: str | None = None, tensor_parallel_size: int = 1,
-                progress: bool = True) -> Engine:
+                progress: bool = True, concurrency: int | None = None) -> Engine:
     """Load the model `spec` names (see models.resolve). An http(s) URL talks to a server; anything
     else runs in this process, with vLLM when `backend` is "vllm" or ("auto" and a GPU and vLLM are
-    present), else with transformers."""
+    present), else with transformers. `concurrency` is for a server: the most requests in flight at
+    once, all calling threads together (None: OpenAIEngine's default); an engine in this process batches
+    concurrent calls itself."""
     if backend not in BACKENDS:
         raise ModelError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
     source = resolve(spec)
@@ -42,7 +44,7 @@ def load_engine(spec: str | None = None, *, backend: str = "auto", adapter: str 
             raise ModelError("an adapter cannot be applied to a remote model; load it on the server instead")
         from routesh.engine.openai import OpenAIEngine
 
-        return OpenAIEngine(source.location)
+        return OpenAIEngine(source.location, concurrency=concurrency)
     folder = local_folder(source, progress=progress)
     if backend == "vllm" or (backend == "auto" and _vllm_usable()):
         from routesh.engine.vllm import VLLMEngine

@@ -26,22 +26,39 @@ Design notes
   attempt. Other 4xx, malformed answers and errors the server reports inside the stream are not retried.
 * `timeout` is how long the server may stay silent: to connect (at most 10 s of it), to send the first
   token, or between two chunks. A generation that keeps streaming is never cut short by it.
-* Requests of one generate() call run on their own daemon threads (`concurrency` at a time). When a call
-  is cancelled, generate() returns at once; its threads finish on their own at the next chunk (or when
-  the server's silence exceeds `timeout`) and never keep the process from exiting.
+* Concurrent callers. generate() may be called from several threads at once (`routesh-eval --jobs N` runs
+  N pipelines on one engine). `concurrency` bounds the requests in flight on the whole engine, whatever
+  the number of callers: every request waits for one of its slots, which are granted first come, first
+  served. A call runs at most `concurrency` requests at a time, and each of its workers queues again
+  after every request, so a call with many requests cannot starve the others. Waiting for a slot does
+  not count against `timeout`; waiting in the server's own queue does, which is one reason to keep
+  `concurrency` near what the server really runs at once: a `vllm serve` or SGLang on a GPU batches
+  hundreds (raise it to about the number of callers times their requests per call), `transformers serve`
+  or llama.cpp on a CPU a few. The default, DEFAULT_CONCURRENCY, covers a few questions at a time on a
+  small server. load_engine(..., concurrency=N) and the constructor set it; it is fixed for the engine's
+  life.
+* Cancelling. A call's `cancel` token stops that call only: generate() raises GenerationCancelled at once,
+  its waiting requests leave the slot queue, and the responses it is reading are hung up (their sockets
+  shut down), so the server sees the client go and stops generating, and the slots are free at once.
+  A request still waiting for the server's response headers lets go of its slot when they come (or
+  when the server's silence exceeds `timeout`). engine.cancel() does this to every call in flight. The
+  workers are daemon threads and never keep the process from exiting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import random
+import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import openai
@@ -49,12 +66,16 @@ import openai
 from routesh.engine.base import ChatRequest, Completion, FinishReason, GenerationParams, batch_of, truncate_at_stop
 from routesh.errors import GenerationCancelled, ModelError
 
+if TYPE_CHECKING:
+    from routesh.cancel import CancelToken
+
 try:  # the HTTP library under the openai client: httpx2 in openai >= 3, httpx before
     import httpx2 as _http
 except ImportError:  # pragma: no cover - older openai clients
     import httpx as _http  # type: ignore[no-redef]
 
 API_KEY_ENVS = ("ROUTESH_OPENAI_API_KEY", "OPENAI_API_KEY")
+DEFAULT_CONCURRENCY = 8  # requests in flight on one engine: a few questions' batches on a small server
 DUMMY_API_KEY = "EMPTY"  # what vLLM and most local servers accept when they run without a key
 MAX_SERVER_STOPS = 4  # the OpenAI API accepts at most 4 stop strings; the rest are enforced here
 BACKOFF_BASE = 0.25  # seconds before the first retry; doubles each time, with jitter
@@ -108,23 +129,60 @@ class _Outcome:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-class _Call:
-    """The state of one generate(): its results, its first error, and whether it was cancelled."""
+class _Slots:
+    """The engine's request slots: at most `size` requests in flight, whichever calls they belong to,
+    granted in the order they were asked for."""
 
-    def __init__(self, size: int, client: openai.OpenAI):
-        self.client = client
+    def __init__(self, size: int):
+        self.size = size
+        self._free = size
+        self._queue: deque[object] = deque()
+        self._cond = threading.Condition(threading.RLock())  # RLock: wake() may run in a signal handler
+
+    def acquire(self, stopping: Callable[[], bool]) -> bool:
+        """Wait for a slot; False when `stopping()` turns true first (wake() makes the waiters look)."""
+        ticket = object()
+        with self._cond:
+            self._queue.append(ticket)
+            try:
+                while not stopping():
+                    if self._free > 0 and self._queue[0] is ticket:
+                        self._free -= 1
+                        return True
+                    self._cond.wait()
+                return False
+            finally:
+                self._queue.remove(ticket)
+                self._cond.notify_all()  # whoever is first in line now may go
+
+    def release(self) -> None:
+        with self._cond:
+            self._free += 1
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+
+class _Call:
+    """The state of one generate(): its results, its first error, whether it was cancelled, and the
+    responses its workers are reading (stopping the call hangs them up)."""
+
+    def __init__(self, size: int, slots: _Slots):
+        self.slots = slots
         self.results: list[_Outcome | None] = [None] * size
         self.remaining = size
         self.error: BaseException | None = None
-        self.cancelled = threading.Event()  # set by cancel()
-        self.aborted = threading.Event()  # set when the call ends early (error, cancel, Ctrl-C)
+        self.cancelled = False  # by its token or engine.cancel(), rather than ended by an error
+        self.stopped = threading.Event()  # the call ends early (error, cancel, Ctrl-C) or has ended
         self.changed = threading.Event()  # wakes the waiting generate()
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # RLock: cancel() may run in a signal handler on a thread holding it
         self.next_index = 0
-        self.threads: list[threading.Thread] = []
+        self._reading: set[Any] = set()  # HTTP responses being read
 
     def stopping(self) -> bool:
-        return self.aborted.is_set() or self.cancelled.is_set()
+        return self.stopped.is_set()
 
     def take(self) -> int | None:
         with self.lock:
@@ -133,9 +191,50 @@ class _Call:
             index, self.next_index = self.next_index, self.next_index + 1
             return index
 
+    def finish(self, index: int, outcome: _Outcome) -> None:
+        with self.lock:
+            self.results[index] = outcome
+            self.remaining -= 1
+        self.changed.set()
+
+    def fail(self, error: ModelError) -> None:
+        """The first error ends the call; later ones (often echoes of the first) are dropped."""
+        with self.lock:
+            if self.error is None and not self.stopping():
+                self.error = error
+        self.stop()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self.stop()
+
+    def stop(self) -> None:
+        """No request of this call starts from now on, the waiting ones leave the slot queue, and the
+        responses being read are hung up: their workers wake and the server sees the client go."""
+        with self.lock:  # held while hanging up, so that no worker hands its connection back meanwhile
+            self.stopped.set()
+            for http in self._reading:
+                _hang_up(http)
+        self.slots.wake()
+        self.changed.set()
+
+    @contextlib.contextmanager
+    def reading(self, http: Any) -> Iterator[None]:
+        """While the body of `http` is read, stop() may hang it up."""
+        with self.lock:
+            if self.stopping():
+                raise _Cancelled
+            self._reading.add(http)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._reading.discard(http)
+
 
 class OpenAIEngine:
-    """Completes chat requests on an OpenAI-compatible server, `concurrency` requests at a time."""
+    """Completes chat requests on an OpenAI-compatible server, at most `concurrency` requests in flight
+    at a time across all the threads that call it."""
 
     backend = "openai"
 
@@ -147,49 +246,52 @@ class OpenAIEngine:
         api_key: str | None = None,
         timeout: float = 120,
         max_retries: int = 3,
-        concurrency: int = 4,
+        concurrency: int | None = None,
     ):
         self.base_url, url_model = normalize_base_url(base_url)
         self.api_key = api_key or next((os.environ[k] for k in API_KEY_ENVS if os.environ.get(k)), DUMMY_API_KEY)
         self.timeout = float(timeout)
         self.max_retries = max(0, int(max_retries))
-        self.concurrency = max(1, int(concurrency))
+        self._slots = _Slots(max(1, int(concurrency or DEFAULT_CONCURRENCY)))
         self._lock = threading.RLock()  # RLock: cancel() may run in a signal handler on this thread
         self._calls: set[_Call] = set()
         self._client = self._new_client()
         self.name: str = model or url_model or self._detect_model()
 
+    @property
+    def concurrency(self) -> int:
+        """The most requests in flight on this engine at once, all callers together."""
+        return self._slots.size
+
     # ---- the Engine protocol ----------------------------------------------------------------------
 
-    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None) -> list[Completion]:
+    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None, *,
+                 cancel: CancelToken | None = None) -> list[Completion]:
         requests, params = batch_of(requests, params)
         if not requests:
             return []
+        call = _Call(len(requests), self._slots)
         with self._lock:
-            call = _Call(len(requests), self._client)
             self._calls.add(call)
+        if cancel is not None:
+            cancel.on_cancel(call.cancel)  # at once when it already is
         start = time.monotonic()
         try:
             for n in range(min(self.concurrency, len(requests))):
-                thread = threading.Thread(
+                threading.Thread(
                     target=self._worker, args=(call, requests, params), name=f"routesh-openai-{n}", daemon=True
-                )
-                call.threads.append(thread)
-                thread.start()
+                ).start()
             while True:
                 call.changed.wait()
                 call.changed.clear()
-                if call.cancelled.is_set():
+                if call.cancelled:
                     raise GenerationCancelled("generation cancelled")
                 if call.error is not None:
                     raise call.error
                 if call.remaining == 0:
                     break
-        except GenerationCancelled:
-            self._replace_client(call)
-            raise
         finally:
-            call.aborted.set()
+            call.stop()  # after an error, a cancel or Ctrl-C: hang up what still runs (after success: nothing)
             with self._lock:
                 self._calls.discard(call)
         seconds = time.monotonic() - start
@@ -211,13 +313,12 @@ class OpenAIEngine:
         return completions
 
     def cancel(self) -> None:
-        """Make the running generate() (any thread) raise GenerationCancelled now. Its requests are
-        abandoned: each closes its connection at the next chunk, which tells the server to stop."""
+        """Make every generate() in flight (any thread) raise GenerationCancelled now; their requests
+        are hung up, which tells the server to stop."""
         with self._lock:
             calls = list(self._calls)
         for call in calls:
-            call.cancelled.set()
-            call.changed.set()
+            call.cancel()
 
     def close(self) -> None:
         self.cancel()
@@ -244,24 +345,6 @@ class OpenAIEngine:
             timeout=openai.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
         )
 
-    def _replace_client(self, call: _Call) -> None:
-        """After a cancel: future calls get a fresh client; the old one is closed once the abandoned
-        threads have let go of it."""
-        with self._lock:
-            if self._client is call.client:
-                self._client = self._new_client()
-        old, threads = call.client, list(call.threads)
-
-        def retire() -> None:
-            for thread in threads:
-                thread.join(self.timeout + 5)
-            try:
-                old.close()
-            except Exception:  # closing a client that is already broken: nothing to report
-                pass
-
-        threading.Thread(target=retire, name="routesh-openai-retire", daemon=True).start()
-
     # ---- the model ----------------------------------------------------------------------------------
 
     def _detect_model(self) -> str:
@@ -274,7 +357,7 @@ class OpenAIEngine:
             except Exception as err:
                 raise self._failure(err) from None
 
-        body = self._with_retries(_Call(0, self._client), ask)
+        body = self._with_retries(_Call(0, self._slots), ask)
         data = body.get("data") if isinstance(body, dict) else body
         if not isinstance(data, list):
             raise ModelError(str(self._malformed(f"GET /models did not return a list of models: "
@@ -289,23 +372,20 @@ class OpenAIEngine:
 
     def _worker(self, call: _Call, requests: list[ChatRequest], params: GenerationParams) -> None:
         while (index := call.take()) is not None:
-            try:
+            if not self._slots.acquire(call.stopping):
+                return
+            try:  # the slot is held across retries: a busy server (429, 503) gets no more requests meanwhile
                 outcome = self._with_retries(call, functools.partial(self._stream_once, call, requests[index], params))
             except _Cancelled:
                 return
             except BaseException as err:  # ModelError, or a bug: either way the caller sees it, once
-                with call.lock:
-                    if call.error is None and not call.stopping():
-                        call.error = err if isinstance(err, ModelError) else ModelError(
-                            f"the request to {self.base_url} failed: {type(err).__name__}: {_one_line(str(err))}"
-                        )
-                call.aborted.set()
-                call.changed.set()
+                call.fail(err if isinstance(err, ModelError) else ModelError(
+                    f"the request to {self.base_url} failed: {type(err).__name__}: {_one_line(str(err))}"
+                ))
                 return
-            with call.lock:
-                call.results[index] = outcome
-                call.remaining -= 1
-            call.changed.set()
+            finally:
+                self._slots.release()
+            call.finish(index, outcome)
 
     def _with_retries(self, call: _Call, attempt: Callable[[], T]) -> T:
         started = time.monotonic()
@@ -326,7 +406,7 @@ class OpenAIEngine:
                     delay = max(delay, min(failure.retry_after, RETRY_AFTER_CAP))
                 if time.monotonic() + delay - started > self.timeout:
                     break
-                if call.cancelled.wait(delay) or call.aborted.is_set():
+                if call.stopped.wait(delay):
                     raise _Cancelled from None
         raise ModelError(self._summary(failures)) from None
 
@@ -359,8 +439,8 @@ class OpenAIEngine:
     def _stream_once(self, call: _Call, request: ChatRequest, params: GenerationParams) -> _Outcome:
         body = self._body(request, params)
         try:
-            manager = call.client.chat.completions.with_streaming_response.create(**body)
-            with manager as response:
+            manager = self._client.chat.completions.with_streaming_response.create(**body)
+            with manager as response, call.reading(response.http_response):
                 http = response.http_response
                 content_type = http.headers.get("content-type", "").lower()
                 if "text/event-stream" in content_type:
@@ -552,6 +632,21 @@ class OpenAIEngine:
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
+
+
+def _hang_up(http: Any) -> None:
+    """Shut down the socket under a response being read: the thread blocked reading it wakes at once,
+    and the server sees the client go (even while it is silent, say prefilling a long prompt)."""
+    if not str(http.http_version).startswith("HTTP/1"):
+        return  # an HTTP/2 connection carries other requests too (our client speaks HTTP/1.1)
+    stream = http.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is None:
+        return
+    try:  # socket.socket's own shutdown, also under TLS: SSLSocket's would drop its state under the reader
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:  # already closed: nothing to hang up
+        pass
 
 
 def _sse_data(lines: Iterator[str]) -> Iterator[str]:
