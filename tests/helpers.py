@@ -1,4 +1,4 @@
-"""Small shared test helpers: build real SQLite files, run the real routesh executable."""
+"""Small shared test helpers: build real SQLite files, run the real routesh executable, call from threads."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,3 +58,39 @@ def routesh(*args: str, stdin: str | None = None, env: dict[str, str] | None = N
     proc = subprocess.run([str(exe), *args], input=stdin, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
     return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+
+class InThread:
+    """fn(*args, **kwargs) started on its own daemon thread, as one of several concurrent callers."""
+
+    def __init__(self, fn: Callable[..., object], *args: object, **kwargs: object) -> None:
+        self.value: object = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(fn, args, kwargs), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn: Callable[..., object], args: tuple[object, ...], kwargs: dict[str, object]) -> None:
+        try:
+            self.value = fn(*args, **kwargs)
+        except BaseException as err:  # noqa: BLE001 - the test inspects it
+            self.error = err
+
+    def finished(self, timeout: float = 5.0) -> bool:
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def result(self, timeout: float = 5.0) -> object:
+        """What the call returned; re-raises what it raised; fails the test if it is still running."""
+        assert self.finished(timeout), "the call is still running"
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll `condition` until it holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.005)

@@ -3,8 +3,16 @@ prompt) and the ROUTE LoRA adapter applied per request.
 
 vLLM is optional (`pip install routesh[vllm]`) and heavy to import, so it is imported inside the class;
 importing this module works without it. Only the stable offline surface is used: `vllm.LLM`,
-`LLM.chat(messages, sampling_params, use_tqdm=, lora_request=)`, `vllm.SamplingParams` and
+`LLM.chat(conversations, sampling_params, use_tqdm=, lora_request=)`, `vllm.SamplingParams` and
 `vllm.lora.request.LoRARequest`.
+
+Many callers, one LLM. `LLM` is not thread-safe and its offline API has no stable way to add requests to
+a batch that is already running (that is what `vllm serve` and the OpenAI engine are for), so concurrent
+generate() calls are gathered (routesh/engine/gather.py): one worker thread takes every call waiting and
+submits all their conversations in ONE `LLM.chat`, with a list of SamplingParams (one per conversation,
+so each caller keeps its own temperature, max tokens, stops and seed) and the engine's one LoRARequest
+(`chat` takes a single one, applied to every conversation), then hands each caller its own outputs in
+order. Calls arriving meanwhile make up the next batch, which starts when the running one has ended.
 """
 
 from __future__ import annotations
@@ -13,15 +21,22 @@ import importlib.util
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from routesh.engine.base import ChatRequest, Completion, FinishReason, GenerationParams, batch_of, truncate_at_stop
-from routesh.errors import GenerationCancelled, ModelError
+from routesh.engine.gather import Gather, Pending
+from routesh.errors import ModelError
+
+if TYPE_CHECKING:
+    from routesh.cancel import CancelToken
 
 MAX_LORA_RANK = 64
 LORA_NAME = "route"
 LORA_ID = 1
+CLOSE_WAIT_SECONDS = 10.0  # close() waits this long for a running batch to end, so the GPU is free after it
 
 
 def vllm_available() -> bool:
@@ -41,14 +56,24 @@ def vllm_available() -> bool:
         return False
 
 
-class VLLMEngine:
-    """A model loaded into vLLM in this process.
+@dataclass(frozen=True)
+class _Call:
+    """One generate() call as the worker sees it."""
 
-    cancel() sets a flag. An in-process vLLM batch (`LLM.chat`) cannot be interrupted safely from another
-    thread (its engine is not thread-safe, and aborting from outside would leave requests behind that the
-    next call would pick up), so a cancelled generate() raises GenerationCancelled when the running batch
-    ends, discarding its results. On a GPU the batches routesh sends (a few short SQL generations) take
-    about a second.
+    requests: list[ChatRequest]
+    params: GenerationParams
+    sampling: Any  # its vllm.SamplingParams, shared by its requests
+
+
+class VLLMEngine:
+    """A model loaded into vLLM in this process, shared by every thread that calls generate().
+
+    A cancelled call (its own token, or cancel() for all) raises GenerationCancelled at once. Its requests
+    still waiting are never submitted. Those already in the running batch stay there: an in-process
+    `LLM.chat` cannot be interrupted safely from outside (the LLM is not thread-safe, so nothing may reach
+    into it while chat() runs, and chat() takes no cancellation), so they run to the end of that batch
+    with the others and their outputs are discarded. On a GPU the batches routesh sends take a second or
+    a few; calls that were not cancelled are not affected at all.
     """
 
     backend = "vllm"
@@ -67,8 +92,6 @@ class VLLMEngine:
         self.name = name
         self.model_path = str(model_path)
         self.adapter = str(adapter) if adapter is not None else None
-        self._cancelled = threading.Event()
-        self._lock = threading.Lock()  # one batch at a time: LLM is not thread-safe
         try:
             import vllm
         except ImportError as err:
@@ -87,10 +110,17 @@ class VLLMEngine:
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
         try:
-            self._llm = vllm.LLM(**kwargs)
+            llm = vllm.LLM(**kwargs)
         except Exception as err:  # CUDA out of memory, unsupported architecture, bad folder...
             raise ModelError(f"vLLM could not load {self.model_path}: {_one_line(err)}") from None
-        self._lora = self._lora_request() if self.adapter is not None else None
+        lora = self._lora_request() if self.adapter is not None else None
+        self._gather: Gather[_Call, list[Completion]] = Gather()
+        # The worker holds the LLM, not the engine: an engine dropped without close() is still collected,
+        # and the finalizer then stops the worker, which lets go of the LLM (and the GPU).
+        self._worker = threading.Thread(target=_serve, args=(self._gather, llm, lora),
+                                        name="routesh-vllm", daemon=True)
+        self._stop = weakref.finalize(self, self._gather.close, ModelError(f"the vLLM engine for {name} is closed"))
+        self._worker.start()
 
     def _lora_request(self) -> Any:
         try:
@@ -99,33 +129,12 @@ class VLLMEngine:
             LoRARequest = self._vllm.LoRARequest  # noqa: N806 - older layouts export it at the top
         return LoRARequest(LORA_NAME, LORA_ID, self.adapter)
 
-    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None) -> list[Completion]:
+    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None, *,
+                 cancel: CancelToken | None = None) -> list[Completion]:
         requests, params = batch_of(requests, params)
         if not requests:
             return []
-        with self._lock:
-            if self._llm is None:
-                raise ModelError(f"the vLLM engine for {self.name} is closed")
-            self._cancelled.clear()
-            sampling = self._sampling_params(params)
-            start = time.monotonic()
-            try:
-                outputs = self._llm.chat(
-                    [request.as_dicts() for request in requests],
-                    sampling,
-                    use_tqdm=False,
-                    lora_request=self._lora,
-                )
-            except Exception as err:
-                if self._cancelled.is_set():
-                    raise GenerationCancelled("generation cancelled") from None
-                raise ModelError(f"vLLM failed to generate: {_one_line(err)}") from None
-            seconds = time.monotonic() - start
-            if self._cancelled.is_set():
-                raise GenerationCancelled("generation cancelled")
-        if len(outputs) != len(requests):
-            raise ModelError(f"vLLM returned {len(outputs)} outputs for {len(requests)} requests")
-        return [self._completion(output, params, seconds) for output in outputs]
+        return self._gather.submit(_Call(requests, params, self._sampling_params(params)), cancel)
 
     def _sampling_params(self, params: GenerationParams) -> Any:
         kwargs: dict[str, Any] = dict(
@@ -137,41 +146,83 @@ class VLLMEngine:
             kwargs["stop"] = stops
         if params.seed is not None:
             kwargs["seed"] = params.seed
-        return self._vllm.SamplingParams(**kwargs)
-
-    @staticmethod
-    def _completion(output: Any, params: GenerationParams, seconds: float) -> Completion:
-        choice = output.outputs[0]
-        text, found = truncate_at_stop(choice.text or "", params.stop)
-        reason: FinishReason = "length" if choice.finish_reason == "length" and not found else "stop"
-        first_token = None
-        metrics = getattr(output, "metrics", None)
-        arrival = getattr(metrics, "arrival_time", None)
-        first = getattr(metrics, "first_token_time", None)
-        if isinstance(arrival, (int, float)) and isinstance(first, (int, float)) and first >= arrival:
-            first_token = float(first - arrival)
-        cached = getattr(output, "num_cached_tokens", None)
-        return Completion(
-            text=text,
-            prompt_tokens=len(output.prompt_token_ids or ()),
-            output_tokens=len(choice.token_ids or ()),
-            finish_reason=reason,
-            seconds=seconds,
-            first_token_seconds=first_token,
-            cached_prompt_tokens=cached if isinstance(cached, int) else 0,
-        )
+        try:  # built on the caller's thread, so bad parameters fail this call only
+            return self._vllm.SamplingParams(**kwargs)
+        except Exception as err:  # vLLM validates them (e.g. max_tokens must be at least 1)
+            raise ModelError(f"vLLM refused the generation parameters: {_one_line(err)}") from None
 
     def cancel(self) -> None:
-        """Flag the running batch as cancelled: generate() raises GenerationCancelled when it ends."""
-        self._cancelled.set()
+        """Make every generate() in flight raise GenerationCancelled now; later calls are not affected."""
+        self._gather.cancel_all()
 
     def close(self) -> None:
-        self._cancelled.set()
-        llm, self._llm = getattr(self, "_llm", None), None
-        del llm  # vLLM frees the GPU when the LLM object goes away
+        """Fail every call in flight and every later one with ModelError, stop the worker and let go of
+        the LLM (vLLM frees the GPU when it goes away)."""
+        self._stop()
+        if self._worker is not threading.current_thread():
+            self._worker.join(CLOSE_WAIT_SECONDS)  # a running batch ends first; a stuck one is left behind
 
     def __repr__(self) -> str:
         return f"VLLMEngine({self.model_path!r}, name={self.name!r}, adapter={self.adapter!r})"
+
+
+def _serve(gather: Gather[_Call, list[Completion]], llm: Any, lora: Any) -> None:
+    """The worker thread: one LLM.chat per gathered batch, until the gather is closed."""
+    while batch := gather.take_all(block=True):
+        try:
+            _run_batch(llm, lora, batch)
+        except Exception as err:  # an output of an unexpected shape: this batch fails, the next is served
+            _fail(batch, f"vLLM gave an answer routesh cannot read: {_one_line(err)}")
+
+
+def _run_batch(llm: Any, lora: Any, batch: list[Pending[_Call, list[Completion]]]) -> None:
+    calls = [pending for pending in batch if not pending.cancelled]  # cancelled since taken: not submitted
+    if not calls:
+        return
+    conversations = [request.as_dicts() for pending in calls for request in pending.item.requests]
+    sampling = [pending.item.sampling for pending in calls for _ in pending.item.requests]
+    start = time.monotonic()
+    try:
+        outputs = llm.chat(conversations, sampling, use_tqdm=False, lora_request=lora)
+    except Exception as err:
+        _fail(calls, f"vLLM failed to generate: {_one_line(err)}")
+        return
+    seconds = time.monotonic() - start
+    if len(outputs) != len(conversations):
+        _fail(calls, f"vLLM returned {len(outputs)} outputs for {len(conversations)} requests")
+        return
+    at = 0
+    for pending in calls:  # a caller cancelled meanwhile ignores its resolve()
+        size = len(pending.item.requests)
+        pending.resolve([_completion(output, pending.item.params, seconds) for output in outputs[at:at + size]])
+        at += size
+
+
+def _fail(batch: list[Pending[_Call, list[Completion]]], message: str) -> None:
+    for pending in batch:
+        pending.fail(ModelError(message))  # one error each: callers raise it on their own threads
+
+
+def _completion(output: Any, params: GenerationParams, seconds: float) -> Completion:
+    choice = output.outputs[0]
+    text, found = truncate_at_stop(choice.text or "", params.stop)
+    reason: FinishReason = "length" if choice.finish_reason == "length" and not found else "stop"
+    first_token = None
+    metrics = getattr(output, "metrics", None)
+    arrival = getattr(metrics, "arrival_time", None)
+    first = getattr(metrics, "first_token_time", None)
+    if isinstance(arrival, (int, float)) and isinstance(first, (int, float)) and first >= arrival:
+        first_token = float(first - arrival)
+    cached = getattr(output, "num_cached_tokens", None)
+    return Completion(
+        text=text,
+        prompt_tokens=len(output.prompt_token_ids or ()),
+        output_tokens=len(choice.token_ids or ()),
+        finish_reason=reason,
+        seconds=seconds,
+        first_token_seconds=first_token,
+        cached_prompt_tokens=cached if isinstance(cached, int) else 0,
+    )
 
 
 def _one_line(err: BaseException) -> str:
