@@ -39,6 +39,11 @@ class Pending(Generic[T, R]):
     def cancelled(self) -> bool:
         return self._cancelled
 
+    @property
+    def done(self) -> bool:
+        """Answered, failed or cancelled: nothing more will reach the caller."""
+        return self._done.is_set()
+
     def resolve(self, result: R) -> None:
         with self._lock:
             if not self._done.is_set():

@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from routesh.engine.base import ChatRequest, Completion, GenerationParams, batch_of, truncate_at_stop
 from routesh.engine.batch import Row, RunningBatch, choose, forward
+from routesh.engine.gather import Gather, Pending
 from routesh.engine.lookup import greedy_lookup_decode
 from routesh.engine.prefix_cache import DEFAULT_BYTES, CachedPrefix, PrefixCache, cache_bytes
-from routesh.errors import GenerationCancelled, ModelError
+from routesh.errors import ModelError
 
 if TYPE_CHECKING:
     from routesh.cancel import CancelToken
@@ -46,28 +47,30 @@ class _Encoded:
 
 @dataclass(eq=False)
 class _Call:
-    """One generate() call: its rows go through the batch; its caller waits for all of them."""
+    """One generate() call: its rows go through the batch one by one; its caller (waiting in the
+    gather) gets the completions once all of them are done."""
 
-    params: GenerationParams
     size: int
     started: float = field(default_factory=time.perf_counter)
     results: dict[int, Completion] = field(default_factory=dict)
-    done: threading.Event = field(default_factory=threading.Event)
-    cancelled: bool = False
-    error: BaseException | None = None
+    pending: Pending[list[Row], list[Completion]] | None = None  # set when the scheduler takes the call
+
+    @property
+    def gone(self) -> bool:
+        """Cancelled, failed or answered: its rows have nothing left to do."""
+        return self.pending is None or self.pending.done
 
     def finish(self, slot: int, completion: Completion) -> None:
         self.results[slot] = completion
-        if len(self.results) == self.size:
+        if len(self.results) == self.size and self.pending is not None:
             seconds = time.perf_counter() - self.started
             for c in self.results.values():
                 c.seconds = seconds
-            self.done.set()
+            self.pending.resolve([self.results[i] for i in range(self.size)])
 
     def fail(self, error: BaseException) -> None:
-        if not self.done.is_set():
-            self.error = error
-            self.done.set()
+        if self.pending is not None:
+            self.pending.fail(error)
 
 
 def cpu_has_bf16() -> bool:
@@ -109,15 +112,15 @@ class TransformersEngine:
         self._eos = set(_as_list(model.generation_config.eos_token_id)) | {self.tokenizer.eos_token_id}
         self._prefix_cache = PrefixCache(prefix_cache_bytes)
         self.max_batch_rows, self.max_batch_tokens = max_batch_rows, max_batch_tokens
-        # The scheduler: callers put rows in _waiting and wait; one thread decodes. _model_lock is held
-        # by that thread for each step, so an adapter never changes in the middle of one.
-        self._state = threading.Condition()
-        self._waiting: deque[Row] = deque()
-        self._calls: set[_Call] = set()  # calls not yet answered
+        # The scheduler: callers submit their rows to the gather and wait; one thread takes them into
+        # _waiting, then into the batch. It holds _model_lock for each step, so an adapter never
+        # changes in the middle of one.
+        self._gather: Gather[list[Row], list[Completion]] = Gather()
+        self._waiting: deque[Row] = deque()  # taken from the gather, not yet in the batch
         self._batch = RunningBatch(self.model, self.device)
         self._model_lock = threading.Lock()
+        self._worker_lock = threading.Lock()
         self._worker: threading.Thread | None = None
-        self._closed = False
         if adapter:
             self.apply_adapter(adapter)
 
@@ -159,49 +162,21 @@ class TransformersEngine:
         encoded = [self._encode(r) for r in requests]  # on the caller's thread: callers tokenize in parallel
         reference = (self.tokenizer(params.draft_text, add_special_tokens=False)["input_ids"]
                      if params.draft_text and params.prompt_lookup else [])
-        call = _Call(params, len(encoded))
+        call = _Call(len(encoded))
         rows = [Row(call, slot, e.ids, len(e.lead_ids), params, lead=e.lead, reference=reference,
                     generator=self._generator(params, slot)) for slot, e in enumerate(encoded)]
-        with self._state:
-            if self._closed:
-                raise ModelError(f"the engine for {self.name} is closed")
-            self._calls.add(call)
-            self._waiting.extend(rows)
-            self._ensure_worker()
-            self._state.notify_all()
-        if cancel is not None:
-            cancel.on_cancel(lambda: self._cancel_call(call))
-        call.done.wait()
-        with self._state:
-            self._calls.discard(call)
-        if call.cancelled:
-            raise GenerationCancelled("generation cancelled")
-        if call.error is not None:
-            raise call.error
-        return [call.results[slot] for slot in range(call.size)]
+        self._ensure_worker()
+        return self._gather.submit(rows, cancel)
 
     def cancel(self) -> None:
-        """Cancel every call in flight."""
-        with self._state:
-            calls = list(self._calls)
-        for call in calls:
-            self._cancel_call(call)
-
-    def _cancel_call(self, call: _Call) -> None:
-        with self._state:
-            call.cancelled = True
-            call.done.set()  # the caller returns now; the scheduler drops the rows at its next step
-            self._state.notify_all()
+        """Cancel every call in flight; the scheduler drops their rows at its next step."""
+        self._gather.cancel_all()
 
     def close(self) -> None:
-        with self._state:
-            self._closed = True
-            calls = list(self._calls)
-            self._state.notify_all()
-        for call in calls:
-            call.fail(ModelError(f"the engine for {self.name} was closed"))
-        if self._worker is not None and self._worker is not threading.current_thread():
-            self._worker.join(timeout=10)
+        self._gather.close(ModelError(f"the engine for {self.name} is closed"))
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout=10)
         self._prefix_cache.clear()
 
     def _generator(self, params: GenerationParams, slot: int) -> Any:
@@ -229,22 +204,24 @@ class TransformersEngine:
     # ---- the scheduler ------------------------------------------------------------------------------
 
     def _ensure_worker(self) -> None:
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._serve, name=f"routesh-{self.name}", daemon=True)
-            self._worker.start()
+        with self._worker_lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._serve, name=f"routesh-{self.name}", daemon=True)
+                self._worker.start()
 
     def _serve(self) -> None:
         while True:
-            with self._state:
-                while not self._waiting and not self._batch.rows and not self._closed:
-                    self._state.wait()
-                if self._closed:
-                    self._waiting.clear()
-                    return
+            for pending in self._gather.take_all(block=not (self._waiting or self._batch.rows)):
+                pending.item[0].call.pending = pending
+                self._waiting.extend(pending.item)
+            if self._gather.closed:
+                self._waiting.clear()
+                self._batch.remove(list(self._batch.rows))
+                return
             with self._model_lock:
                 try:
                     self._admit()
-                    self._batch.remove([r for r in self._batch.rows if r.call.cancelled])
+                    self._batch.remove([r for r in self._batch.rows if r.call.gone])
                     if not self._batch.rows:
                         continue
                     if self._can_go_alone():
@@ -259,18 +236,15 @@ class TransformersEngine:
 
     def _admit(self) -> None:
         """Move waiting rows into the batch while it has room (an empty batch always takes one)."""
-        while True:
-            with self._state:
-                if not self._waiting:
-                    return
-                row = self._waiting[0]
-                if row.call.cancelled or row.call.done.is_set():
-                    self._waiting.popleft()
-                    continue
-                if self._batch.rows and (len(self._batch) >= self.max_batch_rows or
-                                         self._batch.padded_tokens(len(row.ids)) > self.max_batch_tokens):
-                    return
+        while self._waiting:
+            row = self._waiting[0]
+            if row.call.gone:
                 self._waiting.popleft()
+                continue
+            if self._batch.rows and (len(self._batch) >= self.max_batch_rows or
+                                     self._batch.padded_tokens(len(row.ids)) > self.max_batch_tokens):
+                return
+            self._waiting.popleft()
             try:
                 cache = self._prefill(row)
             except Exception as err:
@@ -328,7 +302,7 @@ class TransformersEngine:
 
     def _can_go_alone(self) -> bool:
         """One greedy row that drafts from its prompt, and nothing else to do: prompt lookup beats a batch of one."""
-        if len(self._batch) != 1 or self._waiting:
+        if len(self._batch) != 1 or self._waiting or len(self._gather):
             return False
         row = self._batch.rows[0]
         return row.params.prompt_lookup and row.greedy
@@ -340,7 +314,8 @@ class TransformersEngine:
         before = list(row.tokens)
 
         def should_stop(new: list[int]) -> bool:
-            return bool(row.call.cancelled or self._waiting or self._stop_found(row.params, before + new))
+            return bool(row.call.gone or self._waiting or len(self._gather)
+                        or self._stop_found(row.params, before + new))
 
         result = greedy_lookup_decode(self.model, row.ids + before, cache,
                                       max_new_tokens=row.params.max_new_tokens - len(before), eos=self._eos,
@@ -351,7 +326,7 @@ class TransformersEngine:
         row.accepted += result.accepted
         if self._finished(row):
             self._deliver(row)
-        elif not row.call.cancelled:
+        elif not row.call.gone:
             self._batch.add(row, cache)
 
     def _finished(self, row: Row) -> bool:
