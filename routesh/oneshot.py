@@ -65,8 +65,7 @@ def _ask(db: Database, schema, question: str, settings: Settings) -> Answer:  # 
 
     with contextlib.redirect_stdout(sys.stderr):  # libraries that print while loading must not mix into the SQL
         engine = load_engine(settings.model, backend=settings.backend)
-    token = CancelToken()
-    token.on_cancel(engine.cancel)
+    token = CancelToken()  # the pipeline hands it to the engine with every model call
     token.on_cancel(db.cancel)
 
     def progress(event: StageEvent | Starting) -> None:

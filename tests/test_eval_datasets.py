@@ -314,7 +314,7 @@ class AlternativeEngine(ScriptedEngine):
         self.by_question = {ex.question.strip(): ex for ex in examples}
         self.wrong = wrong
 
-    def generate(self, requests, params=None):
+    def generate(self, requests, params=None, *, cancel=None):
         from routesh.engine.base import Completion
 
         out = []

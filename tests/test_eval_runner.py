@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 
 import psycopg
 import pytest
@@ -23,7 +25,7 @@ class GoldEngine(ScriptedEngine):
         self.by_question = {ex.question: (ex.index, ex.gold_sql) for ex in examples}
         self.wrong = wrong
 
-    def generate(self, requests, params=None):
+    def generate(self, requests, params=None, *, cancel=None):
         from routesh.engine.base import Completion
 
         out = []
@@ -74,6 +76,62 @@ def test_runs_writes_receipts_resumes_and_summarises(tmp_path):
     assert "execution accuracy: 83.3% (10/12)" in summary.lines()[0]
 
 
+class OverlapEngine(GoldEngine):
+    """GoldEngine that takes a little while per call and notes how many calls were in flight at once."""
+
+    def __init__(self, examples, wrong, *, stop_after: int | None = None):
+        super().__init__(examples, wrong)
+        self.lock = threading.Lock()
+        self.in_flight = self.most_in_flight = self.answered = 0
+        self.threads: set[int] = set()
+        self.stop_after = stop_after
+
+    def generate(self, requests, params=None, *, cancel=None):
+        with self.lock:
+            if self.stop_after is not None and self.answered >= self.stop_after:
+                raise KeyboardInterrupt  # as Ctrl-C would land in the middle of a run
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            self.threads.add(threading.get_ident())
+        time.sleep(0.05)
+        try:
+            return super().generate(requests, params)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+                self.answered += 1
+
+
+def test_jobs_run_questions_at_once_and_give_the_same_receipts(tmp_path):
+    examples = sample(load_spider("spider-dev"), limit=12, seed=5)
+    wrong = {examples[2].index, examples[7].index}
+    options = PipelineOptions(stages=StageConfig.parse("ts"))
+    one = evaluate(examples, OverlapEngine(examples, wrong), options=options, out=tmp_path / "one.jsonl")
+    engine = OverlapEngine(examples, wrong)
+    four = evaluate(examples, engine, options=options, out=tmp_path / "four.jsonl", jobs=4)
+    assert 1 < engine.most_in_flight <= 4 and len(engine.threads) <= 4
+    assert four.correct == one.correct == 10 and four.total == 12
+
+    def answers(path):
+        return {i: (r.predicted_sql, r.correct, r.db_id) for i, r in load_receipts(path).items()}
+
+    assert answers(tmp_path / "four.jsonl") == answers(tmp_path / "one.jsonl")
+
+
+def test_an_interrupted_run_with_jobs_resumes_where_it_stopped(tmp_path):
+    examples = sample(load_spider("spider-dev"), limit=10, seed=6)
+    options = PipelineOptions(stages=StageConfig.parse("ts"))
+    out = tmp_path / "r.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(examples, OverlapEngine(examples, set(), stop_after=5), options=options, out=out, jobs=3)
+    kept = load_receipts(out)
+    assert 0 < len(kept) < 10  # what finished before the interrupt is kept, one receipt each
+    engine = OverlapEngine(examples, set())
+    summary = evaluate(examples, engine, options=options, out=out, jobs=3)
+    assert engine.answered == 10 - len(kept) and summary.total == 10 and summary.correct == 10
+    assert len(out.read_text().splitlines()) == 10
+
+
 def _parses(line: str) -> bool:
     try:
         json.loads(line)
@@ -95,12 +153,20 @@ def _routesh_eval(*args, env=None):
 
 def test_routesh_eval_with_the_real_test_model(tmp_path, model_cache):
     out = tmp_path / "r.jsonl"
-    run = _routesh_eval("--data", "spider-dev", "--model", "smollm2-135m", "--limit", "2", "--sample-seed", "1",
-                        "--stages", "ts", "--out", str(out), env={"ROUTESH_CACHE_DIR": str(model_cache)})
+    run = _routesh_eval("--data", "spider-dev", "--model", "smollm2-135m", "--limit", "3", "--sample-seed", "1",
+                        "--stages", "ts", "--jobs", "2", "--out", str(out), env={"ROUTESH_CACHE_DIR": str(model_cache)})
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.startswith("execution accuracy: ")
-    assert "2 questions" in run.stderr and "smollm2-135m" in run.stderr
-    assert len(load_receipts(out)) == 2
+    assert "3 questions" in run.stderr and "smollm2-135m" in run.stderr and "2 questions at a time" in run.stderr
+    assert "q/s" in run.stderr  # the progress bar's rate is questions per second
+    receipts = load_receipts(out)
+    assert len(receipts) == 3 and all(r.events[-1]["stage"] == "final" for r in receipts.values())
+
+
+def test_routesh_eval_rejects_a_bad_jobs_count():
+    run = _routesh_eval("--jobs", "0", "--limit", "1")
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == ["routesh-eval: --jobs must be 1 or more"]
 
 
 def test_routesh_eval_rejects_an_unknown_stage():

@@ -130,7 +130,8 @@ class Recorder:
         self.replies = replies
         self.calls: list[tuple[str, ChatRequest]] = []
 
-    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None) -> list[Completion]:
+    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None, *,
+                 cancel=None) -> list[Completion]:
         out = []
         for request in requests:
             user = request.messages[-1].content

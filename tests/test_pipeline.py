@@ -39,7 +39,8 @@ class ScriptedEngine:
         self.script = {task: ([r] if isinstance(r, str) else list(r)) for task, r in script.items()}
         self.calls: list[tuple[str, ChatRequest, GenerationParams]] = []
 
-    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None) -> list[Completion]:
+    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None, *,
+                 cancel=None) -> list[Completion]:
         out = []
         for request in requests:
             task = task_of(request)
@@ -290,7 +291,7 @@ def test_one_pipeline_answers_concurrent_questions_independently(db, schema):
     barrier = threading.Barrier(2)
 
     class PerQuestionEngine(ScriptedEngine):
-        def generate(self, requests, params=None):
+        def generate(self, requests, params=None, *, cancel=None):
             barrier.wait(timeout=10)  # both questions are inside the pipeline at the same time
             question = next(q for q in by_question if q in requests[0].messages[-1].content)
             return [Completion(f"```sql\n{by_question[question]}\n```" if task_of(r) != "nc" else "correct",

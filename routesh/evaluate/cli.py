@@ -5,6 +5,7 @@ runs every gold query through the read-only path instead (a check of the guard a
 
     routesh-eval --data spider-dev --limit 200 --sample-seed 7 --stages ts --out ts.jsonl
     routesh-eval --data spider-dev --limit 200 --sample-seed 7 --stages sl,nc,cw --out mcp.jsonl
+    routesh-eval --data spider-dev --stages sl,nc,cw --jobs 4 --out dev.jsonl     # 4 questions at a time
     routesh-eval --data postgres-defog --start-pg --stages ts --out defog.jsonl
     routesh-eval --data postgres-defog --pg-dsn postgresql://postgres@localhost/postgres --check-gold
     routesh-eval --data my-questions.jsonl --stages ts
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sample-seed", type=int, help="with --limit: a random sample with this seed (else the first N)")
     parser.add_argument("--out", type=Path, help="JSONL receipts; an existing file is resumed")
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="questions in flight at once, sharing the model (it batches their calls; default 1)")
     return parser
 
 
@@ -73,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:  # e.g. an unknown stage name
         print(f"routesh-eval: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        where = f"; the receipts so far are in {args.out}, and the same command resumes" if args.out else ""
+        print(f"\nroutesh-eval: interrupted{where}", file=sys.stderr)
+        return 130
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
@@ -85,6 +92,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--data {DEFOG} needs a PostgreSQL server: pass --pg-dsn ADMIN_DSN or --start-pg")
     if args.limit is not None and args.limit < 0:
         raise UsageError("--limit must be 0 or more")
+    if args.jobs < 1:
+        raise UsageError("--jobs must be 1 or more")
 
 
 @contextlib.contextmanager
@@ -138,13 +147,16 @@ def _evaluate(args: argparse.Namespace, admin_dsn: str | None) -> int:
     # stdout is the summary alone: whatever the model libraries print while loading or generating (e.g.
     # deepspeed's import-time warning, which accelerate triggers when deepspeed is installed) goes to stderr.
     with contextlib.redirect_stdout(sys.stderr):
-        engine = load_engine(args.model, backend=args.backend, adapter=args.adapter)
+        # a server gets two requests in flight per question (linking and the pseudo-SQL go together)
+        engine = load_engine(args.model, backend=args.backend, adapter=args.adapter,
+                             concurrency=max(8, 2 * args.jobs))
         print(f"{args.data}: {len(examples)} questions"
               + (f" ({skipped} in the set have no database or question here and are never asked)" if skipped else "")
               + f"; model {engine.name}" + (f" + adapter {args.adapter}" if args.adapter else "")
-              + f" ({engine.backend}); stages {options.stages.label()}")
+              + f" ({engine.backend}); stages {options.stages.label()}"
+              + (f"; {args.jobs} questions at a time" if args.jobs > 1 else ""))
         with tqdm(total=len(examples), desc=_label(args.data), unit="q", file=sys.stderr) as bar:
-            summary = evaluate(examples, engine, options=options, out=args.out, progress=bar)
+            summary = evaluate(examples, engine, options=options, out=args.out, progress=bar, jobs=args.jobs)
     print("\n".join(summary.lines()))
     return 0
 

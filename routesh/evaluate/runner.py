@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 import random
 import statistics
+import threading
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from routesh.cancel import CancelToken
 from routesh.db.base import Database, ExecOptions
 from routesh.db.schema import Schema
 from routesh.engine.base import Engine
@@ -110,25 +113,25 @@ def sample(examples: Sequence[Example], *, limit: int | None, seed: int | None) 
 
 
 def evaluate(examples: Iterable[Example], engine: Engine, *, options: PipelineOptions, out: Path | None,
-             progress: Any = None) -> Summary:
-    """Ask every question; skip those whose receipt `out` already holds."""
+             progress: Any = None, jobs: int = 1) -> Summary:
+    """Ask every question, `jobs` at a time (each on its own thread, all sharing the engine, which
+    batches their model calls); skip those whose receipt `out` already holds. Receipts are written as
+    questions finish, each with its index, so a run stopped at any point resumes."""
     examples = list(examples)
     done = load_receipts(out) if out else {}
     _check_resumable(out, done, examples)
     receipts = list(done.values())
+    todo = [ex for ex in examples if ex.index not in done]
+    if progress is not None and len(todo) < len(examples):
+        progress.update(len(examples) - len(todo))
     handle = _append(out) if out else None
-    databases: dict[str, tuple[Database, Schema]] = {}  # opened and introspected once per run
+    databases = _Databases()
+    tokens = {ex.index: CancelToken() for ex in todo}
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="routesh-eval")
     try:
-        for ex in examples:
-            if ex.index in done:
-                if progress is not None:
-                    progress.update(1)
-                continue
-            where = database_key(ex)
-            if where not in databases:
-                db = open_database(ex)
-                databases[where] = (db, db.introspect(samples=SCHEMA_SAMPLES))
-            receipt = ask_one(ex, *databases[where], engine, options)
+        futures = [pool.submit(_ask_in_turn, ex, databases, engine, options, tokens[ex.index]) for ex in todo]
+        for future in as_completed(futures):
+            receipt = future.result()
             receipts.append(receipt)
             if handle:
                 handle.write(json.dumps(asdict(receipt), ensure_ascii=False, default=str) + "\n")
@@ -137,20 +140,59 @@ def evaluate(examples: Iterable[Example], engine: Engine, *, options: PipelineOp
                 progress.update(1)
                 correct = sum(r.correct for r in receipts)
                 progress.set_postfix_str(f"EX {correct}/{len(receipts)}")
+    except BaseException:  # Ctrl-C or a crash: stop the questions in flight, start no more
+        for token in tokens.values():
+            token.cancel()
+        raise
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         if handle:
             handle.close()
-        for db, _ in databases.values():
-            db.close()
+        databases.close()
     return summarize(receipts)
 
 
-def ask_one(ex: Example, db: Database, schema: Schema, engine: Engine, options: PipelineOptions) -> Receipt:
+class _Databases:
+    """Each database introspected once per run, and opened once per thread: a slow query holds up only
+    the question that sent it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._schemas: dict[str, Schema] = {}
+        self._open: dict[tuple[str, int], Database] = {}
+
+    def get(self, ex: Example) -> tuple[Database, Schema]:
+        key = (database_key(ex), threading.get_ident())
+        with self._lock:
+            if key not in self._open:
+                self._open[key] = open_database(ex)
+            db = self._open[key]
+            if key[0] not in self._schemas:
+                self._schemas[key[0]] = db.introspect(samples=SCHEMA_SAMPLES)
+            return db, self._schemas[key[0]]
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._open.values():
+                db.close()
+            self._open.clear()
+
+
+def _ask_in_turn(ex: Example, databases: _Databases, engine: Engine, options: PipelineOptions,
+                 cancel: CancelToken) -> Receipt:
+    cancel.check()  # cancelled before its turn came
+    db, schema = databases.get(ex)
+    return ask_one(ex, db, schema, engine, options, cancel=cancel)
+
+
+def ask_one(ex: Example, db: Database, schema: Schema, engine: Engine, options: PipelineOptions, *,
+            cancel: CancelToken | None = None) -> Receipt:
     started = time.perf_counter()
     events: list[Any] = []  # what was done before a crash, for its receipt
     try:
         answer = Pipeline(engine, db, schema, options=options).ask(
-            ex.question or "", ex.hint, on_event=lambda e: events.append(e) if isinstance(e, StageEvent) else None)
+            ex.question or "", ex.hint, cancel=cancel,
+            on_event=lambda e: events.append(e) if isinstance(e, StageEvent) else None)
     except RecursionError:
         # sqlglot recurses past Python's limit on some degenerate model output (e.g. FLOOR( repeated a few
         # hundred times). That is a bug outside this module; record the question as wrong and go on.

@@ -50,7 +50,7 @@ class QuestionRun:
         """One SQL-writing call; the draft feeds prompt-lookup decoding (the reply mostly copies it)."""
         params = GenerationParams(max_new_tokens=self.options.sql_tokens, stop=SQL_STOP, prompt_lookup=True,
                                   draft_text=draft or "")
-        return self.engine.generate([request], params)[0]
+        return self.engine.generate([request], params, cancel=self.cancel)[0]
 
     # ---- the database -------------------------------------------------------------------------------
 

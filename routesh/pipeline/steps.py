@@ -26,7 +26,8 @@ def link(run: QuestionRun, full_text: str) -> tuple[ReducedSchema, Sql | None]:
     requests = [prompts.sl_prompt(full_text, run.dialect, run.question, run.hint),
                 prompts.ts_prompt(full_text, run.dialect, run.question, run.hint)]
     started = time.perf_counter()
-    sl_out, ts_out = run.engine.generate(requests, GenerationParams(max_new_tokens=run.options.sql_tokens, stop=SQL_STOP))
+    sl_out, ts_out = run.engine.generate(requests, GenerationParams(max_new_tokens=run.options.sql_tokens, stop=SQL_STOP),
+                                         cancel=run.cancel)
     seconds = time.perf_counter() - started
     linked = run.known(prompts.parse_sl_reply(sl_out.text) or {})
     run.emit(Stage.SL, _columns_summary(linked) or "no usable tables in the reply", raw=sl_out.text,

@@ -160,8 +160,7 @@ def ask(session: ShellSession, question: str) -> Answer | None:
             while engine is None:
                 token.check()
                 engine = session.model.wait(0.2)
-        token.on_cancel(engine.cancel)
-        token.check()
+        token.check()  # from here the pipeline hands the token to the engine with every model call
         view.set_label("reading the schema")
         schema = session.schema()
 
