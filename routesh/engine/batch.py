@@ -7,9 +7,10 @@ only needs padding on one side, and no row ever has a hole in the middle. Positi
 own count of real tokens, so a row computes exactly what it would alone; the padding is masked out.
 When rows leave, the padding every remaining row has is cut off.
 
-Invariant: a row's cache holds its prompt and all its tokens but the last; that last token (`next`)
-is what the next step feeds. A row decoding alone (prompt-lookup) keeps the same invariant, so it can
-leave the batch and come back.
+Invariant: a row's cache holds its prompt and all its tokens but the last; that last token is what
+the next step feeds. A step may also feed each row a draft (prompt-lookup decoding: tokens the row is
+likely to write next, checked all at once); keep() then keeps, per row, the drafts the model agreed
+with and drops the rest, moving each row's positions so that the padding stays on the left.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class RunningBatch:
         self._keys: list[Any] = []  # per layer: rows × heads × length × dim
         self._values: list[Any] = []
         self._pad: list[int] = []  # per row: empty positions at the left of its cache
+        self._stepped = (0, 1)  # the last step: the width before it, and how many positions it fed
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -128,27 +130,48 @@ class RunningBatch:
         self._pad.append(shortfall)
         self.rows.append(row)
 
-    def step(self) -> Any:
-        """One forward pass over every row's last token; returns the logits (rows × vocabulary) and
-        grows every row's cache by that token."""
+    def step(self, drafts: Sequence[Sequence[int]] | None = None) -> Any:
+        """One forward pass over every row's last token, followed by its draft (padded to the longest
+        one); returns the logits, rows × (1 + longest draft) × vocabulary, where [i, j] follows row i's
+        j-th fed token. Call keep() next, with how many of each row's drafts to keep."""
         from transformers import DynamicCache
 
         torch = self._torch
-        width = self.width
-        mask = torch.ones((len(self.rows), width + 1), dtype=torch.long, device=self._device)
-        for i, pad in enumerate(self._pad):
+        drafts = drafts or [[] for _ in self.rows]
+        step = 1 + max(map(len, drafts))
+        fed = [[row.tokens[-1], *draft] for row, draft in zip(self.rows, drafts)]
+        mask = torch.ones((len(self.rows), self.width + step), dtype=torch.long, device=self._device)
+        for i, (pad, tokens) in enumerate(zip(self._pad, fed)):
             mask[i, :pad] = 0
-        ids = torch.tensor([[row.tokens[-1]] for row in self.rows], device=self._device)
-        positions = torch.tensor([[row.length] for row in self.rows], device=self._device)
+            mask[i, self.width + len(tokens):] = 0  # a shorter draft's padding
+        ids = torch.tensor([tokens + [tokens[-1]] * (step - len(tokens)) for tokens in fed], device=self._device)
+        positions = torch.tensor([[row.length + j for j in range(step)] for row in self.rows], device=self._device)
         cache = DynamicCache(ddp_cache_data=list(zip(self._keys, self._values)))
         with torch.inference_mode():
             out = forward(self._model, ids, cache, attention_mask=mask, position_ids=positions)
+        self._stepped = (self.width, step)
         self._keys = [layer.keys for layer in cache.layers]
         self._values = [layer.values for layer in cache.layers]
         for row in self.rows:
             row.forward_passes += 1
             row.peak_batch_rows = max(row.peak_batch_rows, len(self.rows))
-        return out.logits[:, -1, :]
+        return out.logits
+
+    def keep(self, accepted: Sequence[int]) -> None:
+        """After step(): keep each row's fed last token and its first accepted[i] drafts; the rest of
+        what the step fed goes, and the rows are realigned so that each ends at the batch's right edge."""
+        before, step = self._stepped
+        if all(1 + a == step for a in accepted):  # every row kept all it was fed: nothing moves
+            return
+        valid = [before - pad + 1 + a for pad, a in zip(self._pad, accepted)]  # each row's real positions
+        width = max(valid)
+        # A row's real positions are contiguous, from its padding on: shift them to end at the right
+        # edge (what lands in the new padding on the left is masked out, whatever it holds).
+        index = self._torch.tensor([[max(0, pad + j - (width - n)) for j in range(width)]
+                                    for pad, n in zip(self._pad, valid)], device=self._device)
+        self._pad = [width - n for n in valid]
+        self._keys = [_gather_positions(t, index) for t in self._keys]
+        self._values = [_gather_positions(t, index) for t in self._values]
 
     def remove(self, leaving: Sequence[Row]) -> None:
         """Drop rows (finished or cancelled), then the padding every remaining row has."""
@@ -167,14 +190,11 @@ class RunningBatch:
         self._values = [t.index_select(0, index)[:, :, cut:] for t in self._values]
         self._pad = [p - cut for p in self._pad]
 
-    def take_only(self) -> tuple[Row, Any]:
-        """Take the one row out with its own cache (no padding), for decoding on its own."""
-        from transformers import DynamicCache
 
-        (row,), pad = self.rows, self._pad[0]
-        cache = DynamicCache(ddp_cache_data=[(k[:, :, pad:], v[:, :, pad:]) for k, v in zip(self._keys, self._values)])
-        self.rows, self._keys, self._values, self._pad = [], [], [], []
-        return row, cache
+def _gather_positions(tensor: Any, index: Any) -> Any:
+    """rows × heads × length × dim → rows × heads × index-width × dim: row i's positions index[i]."""
+    rows, heads, _, dim = tensor.shape
+    return tensor.gather(2, index[:, None, :, None].expand(rows, heads, index.shape[1], dim))
 
 
 def _left_pad(tensor: Any, count: int) -> Any:

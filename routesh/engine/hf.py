@@ -5,10 +5,9 @@ long leading part (the schema, in the leading messages); its key/value cache is 
 (prefix_cache.py), and every request continues from it. generate() calls from any number of threads
 are served by one scheduler thread: their requests join one running batch between decoding steps and
 leave it when done (batch.py), so N questions in flight cost little more than one — decoding reads
-the weights once per step whatever the number of rows. A request decoding alone that mostly copies
-its prompt drafts tokens from it (prompt-lookup decoding); it rejoins the batch as soon as other work
-arrives. Greedy output is what the request gives alone: padding is masked out, positions are each
-row's own.
+the weights once per step whatever the number of rows. Rows that mostly copy their prompt feed drafts
+of what comes next (prompt-lookup decoding, lookup.py) and gain several tokens in one step. Greedy
+output is what the request gives alone: padding is masked out, positions are each row's own.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from routesh.engine.base import ChatRequest, Completion, GenerationParams, batch_of, truncate_at_stop
 from routesh.engine.batch import Row, RunningBatch, choose, forward
 from routesh.engine.gather import Gather, Pending
-from routesh.engine.lookup import greedy_lookup_decode
+from routesh.engine.lookup import DRAFT_TOKENS, propose
 from routesh.engine.prefix_cache import DEFAULT_BYTES, CachedPrefix, PrefixCache, cache_bytes
 from routesh.errors import ModelError
 
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
 _MIN_PREFIX_TOKENS = 16  # shorter shared prefixes are not worth caching
 MAX_BATCH_ROWS = 16  # rows decoding at once; past this on a CPU a step costs more than it saves
 MAX_BATCH_TOKENS = 64 * 1024  # rows × padded length: bounds the memory of the batch's cache
+STEP_TOKENS = 96  # rows × tokens fed in one step, drafts included: past this a step costs more than one
 
 
 @dataclass
@@ -222,11 +222,7 @@ class TransformersEngine:
                 try:
                     self._admit()
                     self._batch.remove([r for r in self._batch.rows if r.call.gone])
-                    if not self._batch.rows:
-                        continue
-                    if self._can_go_alone():
-                        self._decode_alone()
-                    else:
+                    if self._batch.rows:
                         self._decode_step()
                 except Exception as err:  # the model failed: every call in the batch hears it, once
                     failed = ModelError(f"the model failed to generate: {type(err).__name__}: {err}")
@@ -289,49 +285,47 @@ class TransformersEngine:
         return entry
 
     def _decode_step(self) -> None:
+        """One step for every row; a greedy row that drafts from its prompt may gain several tokens."""
         rows = list(self._batch.rows)
-        logits = self._batch.step()
-        done = []
-        for row, token in zip(rows, choose(rows, logits)):
-            row.tokens.append(token)
-            if self._finished(row):
-                done.append(row)
+        drafts = [self._draft(row, len(rows)) for row in rows]
+        logits = self._batch.step(drafts)
+        first = choose(rows, logits[:, 0, :])
+        accepted = []
+        for i, (row, draft) in enumerate(zip(rows, drafts)):
+            new = [first[i]]
+            if draft:  # the model's own next token after each fed one; keep the drafts it agrees with
+                predicted = logits[i, : len(draft) + 1].argmax(-1).tolist()
+                agreed = next((k for k, (d, p) in enumerate(zip(draft, predicted)) if d != p), len(draft))
+                new = draft[:agreed] + [predicted[agreed]]
+                row.drafted += len(draft)
+                row.accepted += agreed
+            accepted.append(len(new) - 1)
+            row.tokens.extend(new)
+        self._batch.keep(accepted)
+        done = [row for row in rows if self._finished(row)]
         self._batch.remove(done)
         for row in done:
             self._deliver(row)
 
-    def _can_go_alone(self) -> bool:
-        """One greedy row that drafts from its prompt, and nothing else to do: prompt lookup beats a batch of one."""
-        if len(self._batch) != 1 or self._waiting or len(self._gather):
-            return False
-        row = self._batch.rows[0]
-        return row.params.prompt_lookup and row.greedy
-
-    def _decode_alone(self) -> None:
-        """Prompt-lookup decoding of the batch's only row, until it ends or other work arrives (then it
-        goes back into the batch, its cache intact)."""
-        row, cache = self._batch.take_only()
-        before = list(row.tokens)
-
-        def should_stop(new: list[int]) -> bool:
-            return bool(row.call.gone or self._waiting or len(self._gather)
-                        or self._stop_found(row.params, before + new))
-
-        result = greedy_lookup_decode(self.model, row.ids + before, cache,
-                                      max_new_tokens=row.params.max_new_tokens - len(before), eos=self._eos,
-                                      should_stop=should_stop, clock=time.perf_counter, reference=row.reference)
-        row.tokens = before + result.tokens
-        row.forward_passes += result.forward_passes
-        row.drafted += result.drafted
-        row.accepted += result.accepted
-        if self._finished(row):
-            self._deliver(row)
-        elif not row.call.gone:
-            self._batch.add(row, cache)
+    def _draft(self, row: Row, rows: int) -> list[int]:
+        """Prompt-lookup drafts for a greedy row that asked for them; fewer per row when many rows
+        share the step, which stays about as cheap as a plain one while rows × fed tokens is small."""
+        if not (row.params.prompt_lookup and row.greedy):
+            return []
+        room = min(DRAFT_TOKENS, STEP_TOKENS // rows - 1, row.params.max_new_tokens - len(row.tokens))
+        if room <= 0:
+            return []
+        return propose(row.ids + row.tokens, reference=row.reference)[:room]
 
     def _finished(self, row: Row) -> bool:
-        return (row.tokens[-1] in self._eos or len(row.tokens) >= row.params.max_new_tokens
-                or self._stop_found(row.params, row.tokens))
+        """Ended by an end-of-sequence token, its length or a stop string (what a step wrote past the
+        end of sequence or the length is dropped)."""
+        ended = next((i for i, t in enumerate(row.tokens) if t in self._eos), None)
+        if ended is not None or len(row.tokens) >= row.params.max_new_tokens:
+            cut = min(ended + 1 if ended is not None else len(row.tokens), row.params.max_new_tokens)
+            del row.tokens[cut:]
+            return True
+        return self._stop_found(row.params, row.tokens)
 
     def _stop_found(self, params: GenerationParams, tokens: list[int]) -> bool:
         return bool(params.stop) and truncate_at_stop(self.tokenizer.decode(tokens), params.stop)[1]
