@@ -1,16 +1,16 @@
 """The rows the transformers engine is decoding right now, as one batch that rows join and leave
 between steps (continuous batching).
 
-Every row is left-padded to the batch's length: its key/value cache, then its attention mask, hold
-`pad` empty positions before its own tokens, so a row that joins (its prompt prefilled on its own)
-only needs padding on one side, and no row ever has a hole in the middle. Position ids are each row's
-own count of real tokens, so a row computes exactly what it would alone; the padding is masked out.
-When rows leave, the padding every remaining row has is cut off.
+The batch keeps one key/value cache (rows × positions) and one attention mask over it. A row that
+joins (its prompt prefilled on its own) is padded on the left to the batch's width; position ids are
+each row's own count of real tokens, so a row computes what it would alone — whatever the mask hides
+is never attended to. A step may feed each row a draft (prompt-lookup decoding: tokens the row is
+likely to write next, checked all at once); keep() then masks out the drafts the model disagreed
+with. Those holes cost a little attention until compact() squeezes them out, which happens only when
+they pile up: copying the whole cache at every step would cost more than the holes.
 
-Invariant: a row's cache holds its prompt and all its tokens but the last; that last token is what
-the next step feeds. A step may also feed each row a draft (prompt-lookup decoding: tokens the row is
-likely to write next, checked all at once); keep() then keeps, per row, the drafts the model agreed
-with and drops the rest, moving each row's positions so that the padding stays on the left.
+Invariant: a row's cache holds its prompt and all its tokens but the last (with holes, masked); that
+last token is what the next step feeds.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class Row:
     generator: Any = None  # a torch.Generator of its own when sampling, so batching never changes a draw
     first_token_seconds: float | None = None
     forward_passes: int = 0
+    draft_room: int = 10  # how many tokens to draft next: grows while drafts are accepted, shrinks when not
     peak_batch_rows: int = 1  # the most rows it was decoded with at once
     drafted: int = 0
     accepted: int = 0
@@ -82,7 +83,9 @@ def choose(rows: Sequence[Row], logits: Any) -> list[int]:
 
 
 class RunningBatch:
-    """Rows decoding together: one stacked key/value cache, one attention mask."""
+    """Rows decoding together: one key/value cache, one attention mask."""
+
+    COMPACT_WHEN = 0.25  # the share of masked positions past which compact() pays for itself
 
     def __init__(self, model: Any, device: str):
         import torch
@@ -91,9 +94,8 @@ class RunningBatch:
         self._model = model
         self._device = device
         self.rows: list[Row] = []
-        self._keys: list[Any] = []  # per layer: rows × heads × length × dim
-        self._values: list[Any] = []
-        self._pad: list[int] = []  # per row: empty positions at the left of its cache
+        self._cache: Any = None  # a DynamicCache, rows × heads × width × dim per layer
+        self._mask: Any = None  # rows × width: 1 where a row has a real position
         self._stepped = (0, 1)  # the last step: the width before it, and how many positions it fed
 
     def __len__(self) -> int:
@@ -101,8 +103,8 @@ class RunningBatch:
 
     @property
     def width(self) -> int:
-        """Positions in every row's cache, padding included."""
-        return int(self._keys[0].shape[-2]) if self._keys else 0
+        """Positions in every row's cache, padding and holes included."""
+        return int(self._mask.shape[1]) if self.rows else 0
 
     def padded_tokens(self, extra_length: int = 0) -> int:
         """Rows × width, with one more row of `extra_length`: what admitting it would cost."""
@@ -112,46 +114,41 @@ class RunningBatch:
     def add(self, row: Row, cache: Any) -> None:
         """Join `row`, whose cache (one row, no padding) holds `row.length` positions."""
         torch = self._torch
-        keys = [layer.keys for layer in cache.layers]
-        values = [layer.values for layer in cache.layers]
-        length = int(keys[0].shape[-2])
+        length = cache.get_seq_length()
         if not self.rows:
-            self._keys, self._values, self._pad = keys, values, [0]
-            self.rows = [row]
+            self._cache, self.rows = cache, [row]
+            self._mask = torch.ones((1, length), dtype=torch.long, device=self._device)
             return
         grow = length - self.width
         if grow > 0:  # the newcomer is longer: everyone else gets more padding
-            self._keys = [_left_pad(t, grow) for t in self._keys]
-            self._values = [_left_pad(t, grow) for t in self._values]
-            self._pad = [p + grow for p in self._pad]
+            self._map(lambda t: _left_pad(t, grow))
+            self._mask = torch.cat([self._mask.new_zeros((len(self.rows), grow)), self._mask], dim=1)
         shortfall = max(0, -grow)
-        self._keys = [torch.cat([k, _left_pad(n, shortfall)]) for k, n in zip(self._keys, keys)]
-        self._values = [torch.cat([v, _left_pad(n, shortfall)]) for v, n in zip(self._values, values)]
-        self._pad.append(shortfall)
+        for mine, theirs in zip(self._cache.layers, cache.layers):
+            mine.keys = torch.cat([mine.keys, _left_pad(theirs.keys, shortfall)])
+            mine.values = torch.cat([mine.values, _left_pad(theirs.values, shortfall)])
+        own = torch.ones((1, self.width), dtype=torch.long, device=self._device)
+        own[0, :shortfall] = 0
+        self._mask = torch.cat([self._mask, own])
         self.rows.append(row)
 
     def step(self, drafts: Sequence[Sequence[int]] | None = None) -> Any:
         """One forward pass over every row's last token, followed by its draft (padded to the longest
         one); returns the logits, rows × (1 + longest draft) × vocabulary, where [i, j] follows row i's
         j-th fed token. Call keep() next, with how many of each row's drafts to keep."""
-        from transformers import DynamicCache
-
         torch = self._torch
         drafts = drafts or [[] for _ in self.rows]
         step = 1 + max(map(len, drafts))
         fed = [[row.tokens[-1], *draft] for row, draft in zip(self.rows, drafts)]
-        mask = torch.ones((len(self.rows), self.width + step), dtype=torch.long, device=self._device)
-        for i, (pad, tokens) in enumerate(zip(self._pad, fed)):
-            mask[i, :pad] = 0
-            mask[i, self.width + len(tokens):] = 0  # a shorter draft's padding
+        new = torch.ones((len(self.rows), step), dtype=torch.long, device=self._device)
+        for i, tokens in enumerate(fed):
+            new[i, len(tokens):] = 0  # a shorter draft's padding
+        mask = torch.cat([self._mask, new], dim=1)
         ids = torch.tensor([tokens + [tokens[-1]] * (step - len(tokens)) for tokens in fed], device=self._device)
         positions = torch.tensor([[row.length + j for j in range(step)] for row in self.rows], device=self._device)
-        cache = DynamicCache(ddp_cache_data=list(zip(self._keys, self._values)))
         with torch.inference_mode():
-            out = forward(self._model, ids, cache, attention_mask=mask, position_ids=positions)
-        self._stepped = (self.width, step)
-        self._keys = [layer.keys for layer in cache.layers]
-        self._values = [layer.values for layer in cache.layers]
+            out = forward(self._model, ids, self._cache, attention_mask=mask, position_ids=positions)
+        self._stepped, self._mask = (self.width, step), mask
         for row in self.rows:
             row.forward_passes += 1
             row.peak_batch_rows = max(row.peak_batch_rows, len(self.rows))
@@ -159,36 +156,50 @@ class RunningBatch:
 
     def keep(self, accepted: Sequence[int]) -> None:
         """After step(): keep each row's fed last token and its first accepted[i] drafts; the rest of
-        what the step fed goes, and the rows are realigned so that each ends at the batch's right edge."""
+        what the step fed is masked out, or cut off where no row kept it."""
         before, step = self._stepped
-        if all(1 + a == step for a in accepted):  # every row kept all it was fed: nothing moves
-            return
-        valid = [before - pad + 1 + a for pad, a in zip(self._pad, accepted)]  # each row's real positions
-        width = max(valid)
-        # A row's real positions are contiguous, from its padding on: shift them to end at the right
-        # edge (what lands in the new padding on the left is masked out, whatever it holds).
-        index = self._torch.tensor([[max(0, pad + j - (width - n)) for j in range(width)]
-                                    for pad, n in zip(self._pad, valid)], device=self._device)
-        self._pad = [width - n for n in valid]
-        self._keys = [_gather_positions(t, index) for t in self._keys]
-        self._values = [_gather_positions(t, index) for t in self._values]
+        for i, a in enumerate(accepted):
+            self._mask[i, before + 1 + a:] = 0
+        kept = before + 1 + max(accepted, default=0)
+        if kept < before + step:
+            self._cut(0, kept)
+        if self.rows and 1 - float(self._mask.float().mean()) > self.COMPACT_WHEN:
+            self.compact()
 
     def remove(self, leaving: Sequence[Row]) -> None:
-        """Drop rows (finished or cancelled), then the padding every remaining row has."""
+        """Drop rows (finished or cancelled), then the positions no remaining row uses."""
         gone = {id(r) for r in leaving}
         keep = [i for i, row in enumerate(self.rows) if id(row) not in gone]
         if len(keep) == len(self.rows):
             return
         self.rows = [self.rows[i] for i in keep]
-        self._pad = [self._pad[i] for i in keep]
         if not keep:
-            self._keys, self._values = [], []
+            self._cache = self._mask = None
             return
         index = self._torch.tensor(keep, device=self._device)
-        cut = min(self._pad)
-        self._keys = [t.index_select(0, index)[:, :, cut:] for t in self._keys]
-        self._values = [t.index_select(0, index)[:, :, cut:] for t in self._values]
-        self._pad = [p - cut for p in self._pad]
+        self._map(lambda t: t.index_select(0, index))
+        self._mask = self._mask.index_select(0, index)
+        used = self._mask.any(0).nonzero()
+        self._cut(int(used[0]), int(used[-1]) + 1)
+
+    def compact(self) -> None:
+        """Squeeze the holes out: each row's real positions, in order, moved to the right edge."""
+        torch = self._torch
+        real = [row.nonzero()[:, 0] for row in self._mask]
+        width = max(len(r) for r in real)
+        index = torch.stack([torch.cat([r.new_zeros(width - len(r)), r]) for r in real])
+        self._map(lambda t: _gather_positions(t, index))
+        self._mask = torch.stack([torch.cat([r.new_zeros(width - len(r)), r.new_ones(len(r))]) for r in real])
+
+    def _cut(self, start: int, end: int) -> None:
+        """Keep positions start..end of every row (a view: nothing is copied)."""
+        if (start, end) != (0, self.width):
+            self._map(lambda t: t[:, :, start:end])
+            self._mask = self._mask[:, start:end]
+
+    def _map(self, change: Any) -> None:
+        for layer in self._cache.layers:
+            layer.keys, layer.values = change(layer.keys), change(layer.values)
 
 
 def _gather_positions(tensor: Any, index: Any) -> Any:

@@ -45,6 +45,23 @@ class _Encoded:
     lead_ids: tuple[int, ...] = ()
 
 
+@dataclass
+class EngineStats:
+    """Where the scheduler's time went, since the engine was loaded (for benchmarks)."""
+
+    prefixes: int = 0  # leading parts computed (not found in the prefix cache)
+    prefix_tokens: int = 0
+    prefix_seconds: float = 0.0
+    prefills: int = 0  # prompts read, from their cached prefix on
+    prefill_tokens: int = 0  # prompt tokens computed (cached prefixes excluded)
+    prefill_seconds: float = 0.0  # prefix computations included
+    steps: int = 0
+    step_rows: int = 0  # rows over all steps: step_rows / steps is the mean batch
+    step_tokens: int = 0  # tokens fed over all steps, drafts included
+    tokens_kept: int = 0  # tokens the steps produced
+    step_seconds: float = 0.0
+
+
 @dataclass(eq=False)
 class _Call:
     """One generate() call: its rows go through the batch one by one; its caller (waiting in the
@@ -121,6 +138,7 @@ class TransformersEngine:
         self._model_lock = threading.Lock()
         self._worker_lock = threading.Lock()
         self._worker: threading.Thread | None = None
+        self.stats = EngineStats()
         if adapter:
             self.apply_adapter(adapter)
 
@@ -241,11 +259,15 @@ class TransformersEngine:
                                      self._batch.padded_tokens(len(row.ids)) > self.max_batch_tokens):
                 return
             self._waiting.popleft()
+            started = time.perf_counter()
             try:
                 cache = self._prefill(row)
             except Exception as err:
                 row.call.fail(ModelError(f"the model failed to read the prompt: {type(err).__name__}: {err}"))
                 continue
+            self.stats.prefills += 1
+            self.stats.prefill_tokens += len(row.ids) - row.cached
+            self.stats.prefill_seconds += time.perf_counter() - started
             if self._finished(row):
                 self._deliver(row)
             else:
@@ -277,15 +299,20 @@ class TransformersEngine:
             from transformers import DynamicCache
 
             torch = self._torch
+            started = time.perf_counter()
             with torch.inference_mode():
                 cache = DynamicCache(config=self.model.config)
                 forward(self.model, torch.tensor([list(ids)], device=self.device), cache, logits_to_keep=1)
+            self.stats.prefixes += 1
+            self.stats.prefix_tokens += len(ids)
+            self.stats.prefix_seconds += time.perf_counter() - started
             entry = CachedPrefix(ids, cache, cache_bytes(cache))
             self._prefix_cache.put(lead, entry)
         return entry
 
     def _decode_step(self) -> None:
         """One step for every row; a greedy row that drafts from its prompt may gain several tokens."""
+        started = time.perf_counter()
         rows = list(self._batch.rows)
         drafts = [self._draft(row, len(rows)) for row in rows]
         logits = self._batch.step(drafts)
@@ -299,9 +326,17 @@ class TransformersEngine:
                 new = draft[:agreed] + [predicted[agreed]]
                 row.drafted += len(draft)
                 row.accepted += agreed
+                # a wrong draft costs compute for nothing: draft less after one, more after a full hit
+                row.draft_room = min(DRAFT_TOKENS, row.draft_room + 2) if agreed == len(draft) else max(1, row.draft_room - 1)
             accepted.append(len(new) - 1)
             row.tokens.extend(new)
         self._batch.keep(accepted)
+        stats = self.stats
+        stats.steps += 1
+        stats.step_rows += len(rows)
+        stats.step_tokens += len(rows) + sum(map(len, drafts))
+        stats.tokens_kept += len(rows) + sum(accepted)
+        stats.step_seconds += time.perf_counter() - started
         done = [row for row in rows if self._finished(row)]
         self._batch.remove(done)
         for row in done:
@@ -312,7 +347,7 @@ class TransformersEngine:
         share the step, which stays about as cheap as a plain one while rows × fed tokens is small."""
         if not (row.params.prompt_lookup and row.greedy):
             return []
-        room = min(DRAFT_TOKENS, STEP_TOKENS // rows - 1, row.params.max_new_tokens - len(row.tokens))
+        room = min(row.draft_room, STEP_TOKENS // rows - 1, row.params.max_new_tokens - len(row.tokens))
         if room <= 0:
             return []
         return propose(row.ids + row.tokens, reference=row.reference)[:room]
