@@ -3,22 +3,28 @@ EX, and the questions whose final SQL changed against --jobs 1.
 
     ROUTESH_CACHE_DIR=~/.cache/routesh python bench/jobs.py --limit 100 --jobs 1 2 4 8 --out-dir /tmp/jobs
     python bench/jobs.py --model http://127.0.0.1:8000/v1 --limit 20 --jobs 1 8 --out-dir /tmp/serve
+    python bench/jobs.py --serve --limit 20 --jobs 1 8 --out-dir /tmp/serve   # a local `transformers serve`
 
 Each --jobs value is one routesh-eval process (a fresh engine: no prefix cached from the run before),
 run one after the other on the same seeded sample; its wall time and peak resident memory (the
 process's own, from wait4) are kept beside its receipts in --out-dir, so an interrupted benchmark
 resumes with the runs it has not finished. Wall time includes loading the model (a few seconds).
+--serve starts a `transformers serve` of the embedded model (routesh/evaluate/tfserve.py, with every
+core; add --serve-arg=--continuous-batching to try its own batching) and points the runs at it; the
+peak memory is then routesh-eval's, not the server's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -47,6 +53,25 @@ def run_one(args: argparse.Namespace, jobs: int) -> dict:
     return result
 
 
+@contextlib.contextmanager
+def local_server(scratch: Path, extra: tuple[str, ...]) -> Iterator[str]:
+    """A `transformers serve` of the embedded model; yields the URL routesh-eval gets as --model."""
+    from routesh.engine.models import DEFAULT_MODEL, materialize
+    from routesh.evaluate.tfserve import ServeProcess, hub_home
+
+    model_id = f"routesh/{DEFAULT_MODEL}"
+    home = scratch / "hf-home"
+    if not home.exists():
+        hub_home(home, materialize(DEFAULT_MODEL), model_id)
+    server = ServeProcess(home, model_id, scratch / "serve.log", threads=os.cpu_count() or 1, extra=extra)
+    try:
+        server.wait_ready(time.monotonic() + 300)
+        print(f"transformers serve ready at {server.url} ({server.ready_seconds:.0f} s)", file=sys.stderr)
+        yield f"{server.url}#{model_id}"
+    finally:
+        server.stop()
+
+
 def final_sql(path: Path) -> dict[int, dict]:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return {r["index"]: r for r in rows}
@@ -61,9 +86,14 @@ def main() -> int:
     parser.add_argument("--model", help="as routesh-eval --model (default: the embedded model)")
     parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--serve", action="store_true", help="start a local `transformers serve` and use it")
+    parser.add_argument("--serve-arg", action="append", default=[], help="more arguments for transformers serve")
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    results = [run_one(args, jobs) for jobs in args.jobs]
+    with contextlib.ExitStack() as stack:
+        if args.serve:
+            args.model = stack.enter_context(local_server(args.out_dir, tuple(args.serve_arg)))
+        results = [run_one(args, jobs) for jobs in args.jobs]
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {args.data}, {args.limit} questions "
           f"(seed {args.sample_seed}), stages {args.stages}, model {args.model or 'the embedded default'}")

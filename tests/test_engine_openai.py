@@ -12,14 +12,8 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,9 +23,10 @@ from routesh.cancel import CancelToken
 from routesh.engine.base import ChatRequest, GenerationParams
 from routesh.errors import GenerationCancelled, ModelError
 from routesh.engine.openai import OpenAIEngine, normalize_base_url
+from routesh.evaluate.pgserver import free_port
+from routesh.evaluate.tfserve import ServeProcess, hub_home
 
 MODEL_ID = "routesh/smollm2-135m"  # the id the throwaway hub cache gives the test model
-SNAPSHOT = "0" * 40
 READY_TIMEOUT = 120.0
 LONG = GenerationParams(max_new_tokens=400)
 SHORT = GenerationParams(max_new_tokens=8)
@@ -39,12 +34,6 @@ SHORT = GenerationParams(max_new_tokens=8)
 
 def ask(text: str) -> ChatRequest:
     return ChatRequest.of(("user", text))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---- (a) a real `transformers serve` ------------------------------------------------------------------
@@ -61,86 +50,15 @@ def _test_model_folder() -> Path:
         pytest.fail(f"the test model is not available: {err}", pytrace=False)
 
 
-def _hub_cache(home: Path, folder: Path) -> Path:
-    """An HF_HOME whose hub cache holds `folder` as the repo MODEL_ID (files symlinked, not copied):
-    `transformers serve` then loads it offline by its id and lists it on /v1/models."""
-    repo = home / "hub" / ("models--" + MODEL_ID.replace("/", "--"))
-    snapshot = repo / "snapshots" / SNAPSHOT
-    snapshot.mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(SNAPSHOT)
-    for file in folder.iterdir():
-        if file.is_file() and not file.name.startswith("."):
-            (snapshot / file.name).symlink_to(file.resolve())
-    return home
+def _serve(home: Path, log: Path) -> ServeProcess:
+    return ServeProcess(home, MODEL_ID, log)
 
 
-class ServeProcess:
-    """One `transformers serve` process on a free loopback port, its output in a log file."""
-
-    def __init__(self, hf_home: Path, log: Path):
-        self.port = free_port()
-        self.log = log
-        self.command = [
-            sys.executable, "-m", "transformers.cli.transformers", "serve", MODEL_ID,
-            "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu", "--log-level", "info",
-        ]
-        env = {
-            **os.environ,
-            "HF_HOME": str(hf_home),
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            # One thread: on a small shared CPU torch's spinning OpenMP threads slow generation by 20x
-            # whenever another process is busy.
-            "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-            "PYTHONUNBUFFERED": "1",
-        }
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(self.command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        self.started = time.monotonic()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def log_tail(self, chars: int = 6000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-chars:]
-        except OSError:
-            return "(no log)"
-
-    def wait_ready(self, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"transformers serve exited with {self.proc.returncode} before it was ready:\n"
-                            f"{self.log_tail()}", pytrace=False)
-            try:
-                with urllib.request.urlopen(f"{self.url}/models", timeout=2) as response:
-                    if MODEL_ID in response.read().decode():
-                        self.ready_seconds = time.monotonic() - self.started
-                        return
-            except OSError:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        pytest.fail(f"transformers serve was not ready within {READY_TIMEOUT:.0f} s:\n{self.log_tail()}",
-                    pytrace=False)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+def _ready(server: ServeProcess, deadline: float) -> None:
+    try:
+        server.wait_ready(deadline)
+    except RuntimeError as err:
+        pytest.fail(str(err), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -148,12 +66,12 @@ def serve_pair(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> I
     """Two `transformers serve` processes, started together: the one the tests share, and a victim for
     the kill test."""
     scratch = tmp_path_factory.mktemp("transformers-serve")
-    home = _hub_cache(scratch / "hf-home", _test_model_folder())
-    servers = (ServeProcess(home, scratch / "serve.log"), ServeProcess(home, scratch / "victim.log"))
+    home = hub_home(scratch / "hf-home", _test_model_folder(), MODEL_ID)
+    servers = (_serve(home, scratch / "serve.log"), _serve(home, scratch / "victim.log"))
     try:
         deadline = time.monotonic() + READY_TIMEOUT
         for server in servers:
-            server.wait_ready(deadline)
+            _ready(server, deadline)
         yield servers
     finally:
         for server in servers:
