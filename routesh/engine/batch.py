@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from routesh.engine.base import GenerationParams
+from routesh.engine.lookup import DRAFT_TOKENS
 
 TOP_K = 50  # what transformers' generate() samples from by default; kept so sampling behaves as before
 
@@ -39,7 +40,7 @@ class Row:
     generator: Any = None  # a torch.Generator of its own when sampling, so batching never changes a draw
     first_token_seconds: float | None = None
     forward_passes: int = 0
-    draft_room: int = 10  # how many tokens to draft next: grows while drafts are accepted, shrinks when not
+    draft_room: int = DRAFT_TOKENS  # how many tokens to draft next: grows while drafts are accepted, shrinks when not
     peak_batch_rows: int = 1  # the most rows it was decoded with at once
     drafted: int = 0
     accepted: int = 0
@@ -91,7 +92,7 @@ class RunningBatch:
         import torch
 
         self._torch = torch
-        self._model = model
+        self.model = model  # the engine swaps it when an adapter comes or goes
         self._device = device
         self.rows: list[Row] = []
         self._cache: Any = None  # a DynamicCache, rows × heads × width × dim per layer
@@ -147,7 +148,7 @@ class RunningBatch:
         ids = torch.tensor([tokens + [tokens[-1]] * (step - len(tokens)) for tokens in fed], device=self._device)
         positions = torch.tensor([[row.length + j for j in range(step)] for row in self.rows], device=self._device)
         with torch.inference_mode():
-            out = forward(self._model, ids, self._cache, attention_mask=mask, position_ids=positions)
+            out = forward(self.model, ids, self._cache, attention_mask=mask, position_ids=positions)
         self._stepped, self._mask = (self.width, step), mask
         for row in self.rows:
             row.forward_passes += 1

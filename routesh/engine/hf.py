@@ -167,7 +167,7 @@ class TransformersEngine:
 
     def _use(self, model: Any) -> None:
         self.model = model
-        self._batch._model = model
+        self._batch.model = model
         self._prefix_cache.clear()  # the adapter changes every key and value
 
     # ---- the callers' side --------------------------------------------------------------------------

@@ -153,27 +153,31 @@ def evaluate(examples: Iterable[Example], engine: Engine, *, options: PipelineOp
 
 
 class _Databases:
-    """Each database introspected once per run, and opened once per thread: a slow query holds up only
-    the question that sent it."""
+    """Each database introspected once per run, and each thread with a connection of its own (a slow
+    query holds up only the question that sent it). A thread keeps one connection open, to the database
+    of its latest question: questions come grouped by database, and a server's connections stay at
+    most one per job."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._schemas: dict[str, Schema] = {}
-        self._open: dict[tuple[str, int], Database] = {}
+        self._open: dict[int, tuple[str, Database]] = {}  # thread → (database key, its connection)
 
     def get(self, ex: Example) -> tuple[Database, Schema]:
-        key = (database_key(ex), threading.get_ident())
+        where, thread = database_key(ex), threading.get_ident()
         with self._lock:
-            if key not in self._open:
-                self._open[key] = open_database(ex)
-            db = self._open[key]
-            if key[0] not in self._schemas:
-                self._schemas[key[0]] = db.introspect(samples=SCHEMA_SAMPLES)
-            return db, self._schemas[key[0]]
+            held = self._open.get(thread)
+            if held is None or held[0] != where:
+                if held is not None:
+                    held[1].close()
+                self._open[thread] = held = (where, open_database(ex))
+            if where not in self._schemas:
+                self._schemas[where] = held[1].introspect(samples=SCHEMA_SAMPLES)
+            return held[1], self._schemas[where]
 
     def close(self) -> None:
         with self._lock:
-            for db in self._open.values():
+            for _, db in self._open.values():
                 db.close()
             self._open.clear()
 
