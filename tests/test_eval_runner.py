@@ -163,6 +163,36 @@ def test_routesh_eval_with_the_real_test_model(tmp_path, model_cache):
     assert len(receipts) == 3 and all(r.events[-1]["stage"] == "final" for r in receipts.values())
 
 
+def test_ctrl_c_stops_routesh_eval_with_jobs_cleanly_and_the_run_resumes(tmp_path, model_cache):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "r.jsonl"
+    args = ["--data", "spider-dev", "--model", "smollm2-135m", "--limit", "12", "--sample-seed", "2",
+            "--stages", "ts", "--jobs", "3", "--out", str(out)]
+    exe = Path(sys.executable).with_name("routesh-eval")
+    env = {**os.environ, "ROUTESH_CACHE_DIR": str(model_cache)}
+    # a test run started in the background ignores SIGINT; the child gets the default handler back
+    child = subprocess.Popen([str(exe), *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                             env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (out.exists() and out.read_text().count("\n") >= 1):
+        time.sleep(0.2)
+    child.send_signal(signal.SIGINT)  # with questions in flight on the engine's decoding thread
+    _, stderr = child.communicate(timeout=60)
+    assert child.returncode == 130, stderr[-2000:]
+    assert "routesh-eval: interrupted; the receipts so far are in" in stderr
+    assert "terminate called" not in stderr and "Traceback" not in stderr
+    kept = len(load_receipts(out))
+    assert 1 <= kept < 12
+    again = _routesh_eval(*args, env={"ROUTESH_CACHE_DIR": str(model_cache)})
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(load_receipts(out)) == 12
+
+
 def test_routesh_eval_rejects_a_bad_jobs_count():
     run = _routesh_eval("--jobs", "0", "--limit", "1")
     assert run.returncode == 1

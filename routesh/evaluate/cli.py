@@ -155,7 +155,10 @@ def _evaluate(args: argparse.Namespace, admin_dsn: str | None) -> int:
               + f"; model {engine.name}" + (f" + adapter {args.adapter}" if args.adapter else "")
               + f" ({engine.backend}); stages {options.stages.label()}"
               + (f"; {args.jobs} questions at a time" if args.jobs > 1 else ""))
-        with tqdm(total=len(examples), desc=_label(args.data), unit="q", file=sys.stderr) as bar:
+        # closed on the way out, Ctrl-C included: the engine's decoding thread must stop before the
+        # interpreter does, or the process aborts in the middle of a forward pass
+        with contextlib.closing(engine), tqdm(total=len(examples), desc=_label(args.data), unit="q",
+                                              file=sys.stderr) as bar:
             summary = evaluate(examples, engine, options=options, out=args.out, progress=bar, jobs=args.jobs)
     print("\n".join(summary.lines()))
     return 0
