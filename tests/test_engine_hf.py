@@ -206,3 +206,24 @@ def test_prefix_cache_is_bounded_by_bytes(folder):
     out = engine.generate(requests([QUESTIONS[0]]), params)[0]  # computed again, and still right
     assert out.cached_prompt_tokens > 300
     engine.close()
+
+
+def test_copies_of_one_prompt_read_it_once_and_sampled_drafts_draw_as_without(engine):
+    """Vote's call: one greedy request beside sampled copies of it. The prompt is read once for all of
+    them; a sampled row that drafts (prompt lookup on a draft text) draws exactly what it draws without."""
+    request = requests([QUESTIONS[2]])[0]
+    greedy = GenerationParams(max_new_tokens=30)
+    sampled = [GenerationParams(max_new_tokens=30, temperature=0.8, seed=s) for s in (5, 6, 7)]
+    alone = engine.generate([request], greedy)[0]
+    before = engine.stats.prefills
+    out = engine.generate([request] * 4, [greedy, *sampled])
+    assert engine.stats.prefills - before == 1
+    assert out[0].text == alone.text
+    assert out[0].logprob == pytest.approx(alone.logprob, abs=1e-3) and out[0].logprob < 0
+    draft = "SELECT name, city, amount FROM t7 WHERE amount > 10 ORDER BY amount DESC LIMIT 5"
+    drafting = [GenerationParams(max_new_tokens=30, temperature=0.8, seed=s, prompt_lookup=True, draft_text=draft)
+                for s in (5, 6, 7)]
+    looked_up = engine.generate([request] * 3, drafting)
+    assert [c.text for c in looked_up] == [c.text for c in out[1:]]
+    assert sum(c.extra["accepted"] for c in looked_up) > 0  # drafts were taken, not only proposed
+    assert all(c.logprob is not None and c.logprob <= 0 for c in out)

@@ -70,7 +70,8 @@ class FakeLLM:
             outputs.append(SimpleNamespace(
                 prompt_token_ids=list(range(len(prompt.split()))),
                 outputs=[] if self.unreadable else [
-                    SimpleNamespace(text=text, token_ids=list(range(len(text.split()))), finish_reason=finish)],
+                    SimpleNamespace(text=text, token_ids=list(range(len(text.split()))), finish_reason=finish,
+                                    cumulative_logprob=-0.5 * len(text.split()))],
                 num_cached_tokens=2 * i,
                 metrics=SimpleNamespace(arrival_time=100.0, first_token_time=100.25),
             ))
@@ -130,6 +131,17 @@ def test_the_adapter_goes_with_every_batch(fake_vllm) -> None:
     assert [call["lora_request"].args for call in llm.calls] == [("route", 1, "/adapters/route")] * 2
 
 
+def test_each_request_can_have_its_own_parameters(fake_vllm) -> None:
+    engine = VLLMEngine("/m", name="m")
+    [llm] = FakeLLM.instances
+    greedy, sampled = GenerationParams(max_new_tokens=8), GenerationParams(max_new_tokens=8, temperature=0.7, seed=3)
+    engine.generate([ask("q"), ask("q")], [greedy, sampled])
+    assert [sp.kwargs["temperature"] for sp in llm.calls[0]["sampling_params"]] == [0.0, 0.7]
+    assert [sp.kwargs.get("seed") for sp in llm.calls[0]["sampling_params"]] == [None, 3]
+    with pytest.raises(ValueError, match="2 generation parameters for 1 requests"):
+        engine.generate([ask("q")], [greedy, sampled])
+
+
 def test_outputs_map_to_completions_in_order(fake_vllm) -> None:
     engine = VLLMEngine("/m", name="m")
     [llm] = FakeLLM.instances
@@ -139,8 +151,11 @@ def test_outputs_map_to_completions_in_order(fake_vllm) -> None:
     [call] = llm.calls
     assert call["messages"] == [ask(q).as_dicts() for q in ("one", "two words", "three more words")]
     assert call["use_tqdm"] is False
-    assert [sp.kwargs for sp in call["sampling_params"]] == [dict(temperature=0.0, max_tokens=32, seed=7)] * 3
+    # one seed for three requests: each its own (seed + i), so identical requests would draw differently
+    assert [sp.kwargs for sp in call["sampling_params"]] == [
+        dict(temperature=0.0, max_tokens=32, logprobs=0, seed=seed) for seed in (7, 8, 9)]
     assert [c.text for c in done] == ["SELECT 1", "SELECT a , b FROM", "SELECT 3"]
+    assert [c.logprob for c in done] == [-1.0, -2.5, -1.0]
     assert [c.finish_reason for c in done] == ["stop", "length", "stop"]
     assert [c.prompt_tokens for c in done] == [5, 6, 7]  # the fake counts words of the prompt
     assert [c.output_tokens for c in done] == [2, 5, 2]
@@ -197,7 +212,7 @@ def test_concurrent_callers_share_one_chat_call(fake_vllm) -> None:
         at = asked.index(f"{n}a")
         assert asked[at:at + 3] == [f"{n}a", f"{n}b", f"{n}c"]  # a caller's requests stay together, in order
         assert [sp.kwargs for sp in sampling[at:at + 3]] == [
-            dict(temperature=0.1 * n, max_tokens=10 + n, stop=[";"])] * 3  # and keep its own parameters
+            dict(temperature=0.1 * n, max_tokens=10 + n, logprobs=0, stop=[";"])] * 3  # and keep its own parameters
     assert [call["lora_request"].args for call in llm.calls] == [("route", 1, "/adapters/route")] * 2
     assert llm.thread_names == {"routesh-vllm"}  # one worker thread talks to the LLM
     [seconds] = {c.seconds for caller in callers.values() for c in caller.result()}  # one batch, one time

@@ -7,7 +7,7 @@ so the pipeline never knows which one it has.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -46,7 +46,10 @@ class GenerationParams:
     prompt_lookup: bool = False  # draft tokens from the prompt (fast when the output copies it)
     draft_text: str = ""  # more text to draft from (e.g. the SQL a later stage is likely to repeat);
     # it only proposes tokens, which the model checks: the output is exactly what it would be without
-    seed: int | None = None  # for temperature > 0
+    seed: int | None = None  # for temperature > 0; given for several requests at once, request i uses seed + i
+
+
+Params = GenerationParams | Sequence[GenerationParams] | None  # one for every request, or one each
 
 
 @dataclass
@@ -58,6 +61,7 @@ class Completion:
     seconds: float  # wall time of the whole batch this completion came from
     first_token_seconds: float | None = None  # batch start to the first generated token (prefill)
     cached_prompt_tokens: int = 0  # prompt tokens whose computation was reused, not redone
+    logprob: float | None = None  # the sum of its tokens' log-probabilities, where the engine reports them
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -71,9 +75,10 @@ class Engine(Protocol):
     name: str
     backend: str  # "transformers" | "vllm" | "openai"
 
-    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None, *,
+    def generate(self, requests: Sequence[ChatRequest], params: Params = None, *,
                  cancel: CancelToken | None = None) -> list[Completion]:
-        """Complete every request (batched where the backend can), in order. When `cancel` is cancelled
+        """Complete every request (batched where the backend can), in order. `params` is one for all the
+        requests or a sequence of one per request (a greedy request beside sampled copies of it). When `cancel` is cancelled
         meanwhile, this call raises GenerationCancelled as soon as possible and only its own requests are
         dropped; calls from other threads go on. Raises ModelError when the model or server fails."""
         ...
@@ -85,10 +90,20 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def batch_of(requests: Sequence[ChatRequest], params: GenerationParams | None) -> tuple[list[ChatRequest],
-                                                                                   GenerationParams]:
-    """generate()'s arguments as every engine works on them: a list it may index, and the defaults."""
-    return list(requests), params or GenerationParams()
+def batch_of(requests: Sequence[ChatRequest], params: Params) -> tuple[list[ChatRequest], list[GenerationParams]]:
+    """generate()'s arguments as every engine works on them: the requests and one GenerationParams per
+    request. One seeded params for several requests gives request i the seed + i, so that identical
+    requests sampled together draw differently, and each draw is the same whatever it is batched with."""
+    requests = list(requests)
+    if params is None or isinstance(params, GenerationParams):
+        one = params or GenerationParams()
+        if one.seed is None or len(requests) < 2:
+            return requests, [one] * len(requests)
+        return requests, [replace(one, seed=one.seed + i) for i in range(len(requests))]
+    each = list(params)
+    if len(each) != len(requests):
+        raise ValueError(f"{len(each)} generation parameters for {len(requests)} requests")
+    return requests, each
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

@@ -44,6 +44,7 @@ class Row:
     peak_batch_rows: int = 1  # the most rows it was decoded with at once
     drafted: int = 0
     accepted: int = 0
+    logprobs: list[float] = field(default_factory=list)  # one per token of `tokens`
 
     @property
     def greedy(self) -> bool:
@@ -68,19 +69,35 @@ def _cache_argument(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
-def choose(rows: Sequence[Row], logits: Any) -> list[int]:
-    """The next token of every row from its logits (rows × vocabulary): argmax for greedy rows, a draw
-    from the row's own generator for the others."""
+def next_tokens(row: Row, logits: Any, draft: Sequence[int] = ()) -> list[int]:
+    """What one step gives `row`, from its logits at the positions it fed (its last token, then `draft`):
+    the drafted tokens the model would have chosen itself, then one of its own. A greedy row takes the
+    argmax at each position; a sampled row draws from its own generator at each position and keeps
+    going while a draw equals the draft, so it draws once per token exactly as it would without drafts.
+    Each token's log-probability (temperature 1) is added to row.logprobs."""
     import torch
 
-    chosen = logits.argmax(-1).tolist()
-    for i, row in enumerate(rows):
-        if not row.greedy:
-            top = torch.topk(logits[i].float() / row.params.temperature, min(TOP_K, logits.shape[-1]))
-            probs = torch.softmax(top.values, -1)
-            pick = torch.multinomial(probs, 1, generator=row.generator)
-            chosen[i] = int(top.indices[pick])
-    return chosen
+    if row.greedy:
+        predicted = logits[: len(draft) + 1].argmax(-1).tolist()
+        agreed = next((k for k, (d, p) in enumerate(zip(draft, predicted)) if d != p), len(draft))
+        new = list(draft[:agreed]) + [predicted[agreed]]
+    else:
+        new = []
+        for position in range(len(draft) + 1):
+            new.append(_draw(row, logits[position]))
+            if position == len(draft) or new[-1] != draft[position]:
+                break
+    picked = torch.log_softmax(logits[: len(new)].float(), -1)
+    row.logprobs.extend(picked[range(len(new)), new].tolist())
+    return new
+
+
+def _draw(row: Row, logits: Any) -> int:
+    import torch
+
+    top = torch.topk(logits.float() / row.params.temperature, min(TOP_K, logits.shape[-1]))
+    pick = torch.multinomial(torch.softmax(top.values, -1), 1, generator=row.generator)
+    return int(top.indices[pick])
 
 
 class RunningBatch:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from routesh.engine.base import ChatRequest, Completion, GenerationParams, batch_of, truncate_at_stop
-from routesh.engine.batch import Row, RunningBatch, choose, forward
+from routesh.engine.base import ChatRequest, Completion, GenerationParams, Params, batch_of, truncate_at_stop
+from routesh.engine.batch import Row, RunningBatch, forward, next_tokens
 from routesh.engine.gather import Gather, Pending
 from routesh.engine.lookup import DRAFT_TOKENS, propose
 from routesh.engine.prefix_cache import DEFAULT_BYTES, CachedPrefix, PrefixCache, cache_bytes
@@ -172,17 +172,20 @@ class TransformersEngine:
 
     # ---- the callers' side --------------------------------------------------------------------------
 
-    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None, *,
+    def generate(self, requests: Sequence[ChatRequest], params: Params = None, *,
                  cancel: CancelToken | None = None) -> list[Completion]:
-        requests, params = batch_of(requests, params)
+        requests, each = batch_of(requests, params)
         if not requests:
             return []
         encoded = [self._encode(r) for r in requests]  # on the caller's thread: callers tokenize in parallel
-        reference = (self.tokenizer(params.draft_text, add_special_tokens=False)["input_ids"]
-                     if params.draft_text and params.prompt_lookup else [])
+        references: dict[str, list[int]] = {}
+        for p in each:
+            if p.draft_text and p.prompt_lookup and p.draft_text not in references:
+                references[p.draft_text] = self.tokenizer(p.draft_text, add_special_tokens=False)["input_ids"]
         call = _Call(len(encoded))
-        rows = [Row(call, slot, e.ids, len(e.lead_ids), params, lead=e.lead, reference=reference,
-                    generator=self._generator(params, slot)) for slot, e in enumerate(encoded)]
+        rows = [Row(call, slot, e.ids, len(e.lead_ids), p, lead=e.lead,
+                    reference=references.get(p.draft_text, []) if p.prompt_lookup else [],
+                    generator=self._generator(p)) for slot, (e, p) in enumerate(zip(encoded, each))]
         self._ensure_worker()
         return self._gather.submit(rows, cancel)
 
@@ -197,14 +200,14 @@ class TransformersEngine:
             worker.join(timeout=10)
         self._prefix_cache.clear()
 
-    def _generator(self, params: GenerationParams, slot: int) -> Any:
+    def _generator(self, params: GenerationParams) -> Any:
         if params.temperature <= 0:
             return None
         generator = self._torch.Generator(device=self.device)
         if params.seed is None:
             generator.seed()
         else:
-            generator.manual_seed(params.seed + slot)  # each row its own draw, whatever it is batched with
+            generator.manual_seed(params.seed)  # each row its own draw, whatever it is batched with
         return generator
 
     def _encode(self, request: ChatRequest) -> _Encoded:
@@ -249,7 +252,9 @@ class TransformersEngine:
                     self._batch.remove(list(self._batch.rows))
 
     def _admit(self) -> None:
-        """Move waiting rows into the batch while it has room (an empty batch always takes one)."""
+        """Move waiting rows into the batch while it has room (an empty batch always takes one). Rows
+        with the same prompt (a greedy request and sampled copies of it) read it once."""
+        read: dict[tuple[int, ...], tuple[Any, Any]] = {}  # prompt → its cache's layers and logits, this pass
         while self._waiting:
             row = self._waiting[0]
             if row.call.gone:
@@ -260,27 +265,34 @@ class TransformersEngine:
                 return
             self._waiting.popleft()
             started = time.perf_counter()
+            prompt = tuple(row.ids)
             try:
-                cache = self._prefill(row)
+                if prompt in read:
+                    cache, logits = _cache_of(read[prompt][0]), read[prompt][1]
+                else:
+                    cache, logits = self._prefill(row)
+                    read[prompt] = (_layers(cache), logits)
+                    self.stats.prefills += 1
+                    self.stats.prefill_tokens += len(row.ids) - row.cached
             except Exception as err:
                 row.call.fail(ModelError(f"the model failed to read the prompt: {type(err).__name__}: {err}"))
                 continue
-            self.stats.prefills += 1
-            self.stats.prefill_tokens += len(row.ids) - row.cached
+            row.tokens.extend(next_tokens(row, logits))
+            row.first_token_seconds = time.perf_counter() - row.call.started
             self.stats.prefill_seconds += time.perf_counter() - started
             if self._finished(row):
                 self._deliver(row)
             else:
                 self._batch.add(row, cache)
 
-    def _prefill(self, row: Row) -> Any:
-        """Compute the row's prompt (from its cached prefix) and choose its first token."""
+    def _prefill(self, row: Row) -> tuple[Any, Any]:
+        """Compute the row's prompt (from its cached prefix): its cache, and the logits of its first token."""
         from transformers import DynamicCache
 
         torch = self._torch
         if row.cached:
             prefix = self._prefix(row.lead, tuple(row.ids[:row.cached]))
-            cache = DynamicCache(ddp_cache_data=[(layer.keys, layer.values) for layer in prefix.cache.layers])
+            cache = _cache_of(_layers(prefix.cache))
         else:
             cache = DynamicCache(config=self.model.config)
         rest = row.ids[row.cached:]
@@ -288,9 +300,7 @@ class TransformersEngine:
             logits = forward(self.model, torch.tensor([rest], device=self.device), cache,
                              logits_to_keep=1).logits[:, -1, :]
         row.forward_passes += 1
-        row.tokens.append(choose([row], logits)[0])
-        row.first_token_seconds = time.perf_counter() - row.call.started
-        return cache
+        return cache, logits
 
     def _prefix(self, lead: str, ids: tuple[int, ...]) -> CachedPrefix:
         """The leading messages' cache, computed once and then found by their text."""
@@ -316,18 +326,15 @@ class TransformersEngine:
         rows = list(self._batch.rows)
         drafts = [self._draft(row, len(rows)) for row in rows]
         logits = self._batch.step(drafts)
-        first = choose(rows, logits[:, 0, :])
         accepted = []
         for i, (row, draft) in enumerate(zip(rows, drafts)):
-            new = [first[i]]
-            if draft:  # the model's own next token after each fed one; keep the drafts it agrees with
-                predicted = logits[i, : len(draft) + 1].argmax(-1).tolist()
-                agreed = next((k for k, (d, p) in enumerate(zip(draft, predicted)) if d != p), len(draft))
-                new = draft[:agreed] + [predicted[agreed]]
+            new = next_tokens(row, logits[i], draft)
+            if draft:
                 row.drafted += len(draft)
-                row.accepted += agreed
+                row.accepted += len(new) - 1
                 # a wrong draft costs compute for nothing: draft less after one, more after a full hit
-                row.draft_room = min(DRAFT_TOKENS, row.draft_room + 2) if agreed == len(draft) else max(1, row.draft_room - 1)
+                row.draft_room = (min(DRAFT_TOKENS, row.draft_room + 2) if len(new) > len(draft)
+                                  else max(1, row.draft_room - 1))
             accepted.append(len(new) - 1)
             row.tokens.extend(new)
         self._batch.keep(accepted)
@@ -343,9 +350,10 @@ class TransformersEngine:
             self._deliver(row)
 
     def _draft(self, row: Row, rows: int) -> list[int]:
-        """Prompt-lookup drafts for a greedy row that asked for them; fewer per row when many rows
-        share the step, which stays about as cheap as a plain one while rows × fed tokens is small."""
-        if not (row.params.prompt_lookup and row.greedy):
+        """Prompt-lookup drafts for a row that asked for them (greedy or sampled: next_tokens keeps only
+        what the row would have chosen anyway); fewer per row when many rows share the step, which stays
+        about as cheap as a plain one while rows × fed tokens is small."""
+        if not row.params.prompt_lookup:
             return []
         room = min(row.draft_room, STEP_TOKENS // rows - 1, row.params.max_new_tokens - len(row.tokens))
         if room <= 0:
@@ -383,7 +391,19 @@ class TransformersEngine:
         finish = "stop" if ended is not None or stopped else ("length" if len(tokens) >= params.max_new_tokens else "stop")
         return Completion(text=text, prompt_tokens=len(row.ids), output_tokens=len(tokens), finish_reason=finish,
                           seconds=time.perf_counter() - row.call.started, first_token_seconds=row.first_token_seconds,
-                          cached_prompt_tokens=row.cached)
+                          cached_prompt_tokens=row.cached, logprob=sum(row.logprobs[:len(tokens)]))
+
+
+def _layers(cache: Any) -> list[tuple[Any, Any]]:
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _cache_of(layers: list[tuple[Any, Any]]) -> Any:
+    """A cache of its own over the given tensors. Sharing them is safe: a cache grows by concatenating
+    new tensors, never by writing into the ones it started from."""
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=layers)
 
 
 @contextlib.contextmanager

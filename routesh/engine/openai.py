@@ -63,7 +63,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
-from routesh.engine.base import ChatRequest, Completion, FinishReason, GenerationParams, batch_of, truncate_at_stop
+from routesh.engine.base import (ChatRequest, Completion, FinishReason, GenerationParams, Params, batch_of,
+                                 truncate_at_stop)
 from routesh.errors import GenerationCancelled, ModelError
 
 if TYPE_CHECKING:
@@ -265,9 +266,9 @@ class OpenAIEngine:
 
     # ---- the Engine protocol ----------------------------------------------------------------------
 
-    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None, *,
+    def generate(self, requests: Sequence[ChatRequest], params: Params = None, *,
                  cancel: CancelToken | None = None) -> list[Completion]:
-        requests, params = batch_of(requests, params)
+        requests, each = batch_of(requests, params)
         if not requests:
             return []
         call = _Call(len(requests), self._slots)
@@ -279,7 +280,7 @@ class OpenAIEngine:
         try:
             for n in range(min(self.concurrency, len(requests))):
                 threading.Thread(
-                    target=self._worker, args=(call, requests, params), name=f"routesh-openai-{n}", daemon=True
+                    target=self._worker, args=(call, requests, each), name=f"routesh-openai-{n}", daemon=True
                 ).start()
             while True:
                 call.changed.wait()
@@ -370,12 +371,12 @@ class OpenAIEngine:
 
     # ---- one request --------------------------------------------------------------------------------
 
-    def _worker(self, call: _Call, requests: list[ChatRequest], params: GenerationParams) -> None:
+    def _worker(self, call: _Call, requests: list[ChatRequest], params: list[GenerationParams]) -> None:
         while (index := call.take()) is not None:
             if not self._slots.acquire(call.stopping):
                 return
             try:  # the slot is held across retries: a busy server (429, 503) gets no more requests meanwhile
-                outcome = self._with_retries(call, functools.partial(self._stream_once, call, requests[index], params))
+                outcome = self._with_retries(call, functools.partial(self._stream_once, call, requests[index], params[index]))
             except _Cancelled:
                 return
             except BaseException as err:  # ModelError, or a bug: either way the caller sees it, once

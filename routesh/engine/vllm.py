@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from routesh.engine.base import ChatRequest, Completion, FinishReason, GenerationParams, batch_of, truncate_at_stop
+from routesh.engine.base import (ChatRequest, Completion, FinishReason, GenerationParams, Params, batch_of,
+                                 truncate_at_stop)
 from routesh.engine.gather import Gather, Pending
 from routesh.errors import ModelError
 
@@ -61,8 +62,8 @@ class _Call:
     """One generate() call as the worker sees it."""
 
     requests: list[ChatRequest]
-    params: GenerationParams
-    sampling: Any  # its vllm.SamplingParams, shared by its requests
+    params: list[GenerationParams]  # one per request
+    sampling: list[Any]  # their vllm.SamplingParams
 
 
 class VLLMEngine:
@@ -129,17 +130,18 @@ class VLLMEngine:
             LoRARequest = self._vllm.LoRARequest  # noqa: N806 - older layouts export it at the top
         return LoRARequest(LORA_NAME, LORA_ID, self.adapter)
 
-    def generate(self, requests: Sequence[ChatRequest], params: GenerationParams | None = None, *,
+    def generate(self, requests: Sequence[ChatRequest], params: Params = None, *,
                  cancel: CancelToken | None = None) -> list[Completion]:
-        requests, params = batch_of(requests, params)
+        requests, each = batch_of(requests, params)
         if not requests:
             return []
-        return self._gather.submit(_Call(requests, params, self._sampling_params(params)), cancel)
+        return self._gather.submit(_Call(requests, each, [self._sampling_params(p) for p in each]), cancel)
 
     def _sampling_params(self, params: GenerationParams) -> Any:
         kwargs: dict[str, Any] = dict(
             temperature=max(0.0, params.temperature),
             max_tokens=params.max_new_tokens,
+            logprobs=0,  # the chosen tokens' own log-probabilities: the completion's likelihood
         )
         stops = [s for s in params.stop if s]
         if stops:
@@ -180,7 +182,7 @@ def _run_batch(llm: Any, lora: Any, batch: list[Pending[_Call, list[Completion]]
     if not calls:
         return
     conversations = [request.as_dicts() for pending in calls for request in pending.item.requests]
-    sampling = [pending.item.sampling for pending in calls for _ in pending.item.requests]
+    sampling = [sampling for pending in calls for sampling in pending.item.sampling]
     start = time.monotonic()
     try:
         outputs = llm.chat(conversations, sampling, use_tqdm=False, lora_request=lora)
@@ -194,7 +196,8 @@ def _run_batch(llm: Any, lora: Any, batch: list[Pending[_Call, list[Completion]]
     at = 0
     for pending in calls:  # a caller cancelled meanwhile ignores its resolve()
         size = len(pending.item.requests)
-        pending.resolve([_completion(output, pending.item.params, seconds) for output in outputs[at:at + size]])
+        pending.resolve([_completion(output, params, seconds)
+                         for output, params in zip(outputs[at:at + size], pending.item.params)])
         at += size
 
 
@@ -222,6 +225,7 @@ def _completion(output: Any, params: GenerationParams, seconds: float) -> Comple
         seconds=seconds,
         first_token_seconds=first_token,
         cached_prompt_tokens=cached if isinstance(cached, int) else 0,
+        logprob=logprob if isinstance(logprob := getattr(choice, "cumulative_logprob", None), (int, float)) else None,
     )
 
 
