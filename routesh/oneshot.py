@@ -34,6 +34,8 @@ def run_text(db: Database, text: str, *, run: bool, settings: Settings) -> int:
     answer = _ask(db, schema, text, settings)
     if answer.abstained:
         raise Abstained(f"no SQL: {answer.reason}")
+    if answer.agreement:
+        _notice(f"{answer.agreement}" + (" — check this SQL" if answer.agreement.low else ""))
     return run_one(db, answer.sql or "", run=run, settings=settings)
 
 

@@ -153,11 +153,12 @@ SETTINGS: tuple[Setting, ...] = (
             'Pager for results: "auto" pages output taller or wider than the terminal, "off" never pages,\n'
             'anything else is the command to page with, e.g. "less -SRXF". Default: {default}.', _pager),
     Setting("stages", str, "sl,nc,cw",
-            "Which of ROUTE's stages run, comma-separated: sl (schema linking), nc (noise correction),\n"
-            'cw (continuation writing). Text-to-SQL always runs; "ts" alone is plain prompting. Default: {default}.',
+            "Which of ROUTE's stages run, comma-separated: sl (schema linking), vote (many candidates voted\n"
+            "by their results), nc (noise correction), cw (continuation writing). Text-to-SQL always runs;\n"
+            '"ts" alone is plain prompting, "all" is every stage. Default: {default}.',
             _stages,
-            flag=Flag(("--stages",), "pipeline stages for questions: sl,nc,cw (all, the default), ts (plain "
-                      "prompting), ...", metavar="STAGES")),
+            flag=Flag(("--stages",), "pipeline stages for questions: sl,nc,cw (the default), sl,vote,nc,cw "
+                      "(all), ts (plain prompting), ...", metavar="STAGES")),
     Setting("show_stages", bool, False,
             "Start with the \\stages view on, showing what each stage did: true or false. Default: {default}.",
             _true_or_false),

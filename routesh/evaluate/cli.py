@@ -33,6 +33,7 @@ from routesh.engine import BACKENDS
 from routesh.errors import RoutesError, UsageError
 from routesh.evaluate.datasets import DATA_SETS, DEFOG, Example, load_data
 from routesh.evaluate.gold import check_gold
+from routesh.pipeline.options import PipelineOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--adapter", help="a LoRA adapter folder to apply to the model")
     parser.add_argument("--stages", default="sl,nc,cw",
                         help="collaboration stages besides text-to-SQL: 'ts' alone is plain prompting (default sl,nc,cw)")
+    parser.add_argument("--vote-k", type=int, default=PipelineOptions.vote_k, metavar="K",
+                        help=f"with the vote stage: candidates per question (default {PipelineOptions.vote_k})")
+    parser.add_argument("--vote-temperature", type=float, default=PipelineOptions.vote_temperature, metavar="T",
+                        help=f"with the vote stage: sampling temperature (default {PipelineOptions.vote_temperature})")
     parser.add_argument("--limit", type=int, help="at most N answerable questions")
     parser.add_argument("--sample-seed", type=int, help="with --limit: a random sample with this seed (else the first N)")
     parser.add_argument("--out", type=Path, help="JSONL receipts; an existing file is resumed")
@@ -94,6 +99,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UsageError("--limit must be 0 or more")
     if args.jobs < 1:
         raise UsageError("--jobs must be 1 or more")
+    if args.vote_k < 1:
+        raise UsageError("--vote-k must be 1 or more")
+    if not 0 < args.vote_temperature <= 2:
+        raise UsageError("--vote-temperature must be above 0 and at most 2")
 
 
 @contextlib.contextmanager
@@ -138,10 +147,10 @@ def _load(args: argparse.Namespace, admin_dsn: str | None, *, for_gold: bool) ->
 def _evaluate(args: argparse.Namespace, admin_dsn: str | None) -> int:
     from routesh.engine import load_engine
     from routesh.evaluate.runner import evaluate
-    from routesh.pipeline.options import PipelineOptions
     from routesh.pipeline.stages import StageConfig
 
-    options = PipelineOptions(stages=StageConfig.parse(args.stages))
+    options = PipelineOptions(stages=StageConfig.parse(args.stages), vote_k=args.vote_k,
+                              vote_temperature=args.vote_temperature)
     everything, examples = _load(args, admin_dsn, for_gold=False)
     skipped = sum(not ex.answerable for ex in everything)
     # stdout is the summary alone: whatever the model libraries print while loading or generating (e.g.

@@ -29,12 +29,12 @@ from routesh.evaluate.compare import any_match
 from routesh.evaluate.datasets import Example, database_key, open_database
 from routesh.pipeline.options import SCHEMA_SAMPLES, PipelineOptions
 from routesh.pipeline.pipeline import Pipeline
-from routesh.pipeline.stages import REVISING, Stage, StageEvent
+from routesh.pipeline.stages import REVISING, Agreement, Stage, StageEvent
 from routesh.sql.hardness import hardness
 
 _COMPARE = ExecOptions(row_limit=100_000, timeout=60.0)
 
-_DECIDING = REVISING | {Stage.SL}  # the steps whose accepted/rejected rate the summary reports
+_DECIDING = REVISING | {Stage.SL, Stage.VOTE}  # the steps whose accepted/rejected rate the summary reports
 
 
 @dataclass
@@ -58,6 +58,7 @@ class Receipt:
     correct_subset: bool | None = None  # correct when extra predicted columns are allowed (sql-eval "subset")
     matched_alternative: int | None = None  # which gold alternative matched (0-based), when correct
     alternatives: int = 1  # how many gold alternatives the example has
+    agreement: list[int] | None = None  # with `vote`: [candidates returning the answer's result, candidates]
 
 
 @dataclass
@@ -73,6 +74,7 @@ class Summary:
     by_category: dict[str, tuple[int, int]] = field(default_factory=dict)  # category → (correct, total)
     correct_subset: int = 0  # correct with extra predicted columns allowed
     crashed: int = 0  # questions the pipeline crashed on (receipts whose error starts with "crashed:")
+    by_agreement: dict[str, tuple[int, int]] = field(default_factory=dict)  # "high"/"low" → (correct, total)
 
     @property
     def accuracy(self) -> float:
@@ -94,6 +96,8 @@ class Summary:
                     out.append(f"  {level:6}: {right / n:6.1%} ({right}/{n})")
         for stage, (taken, ran) in sorted(self.stage_accepted.items()):
             out.append(f"  stage {stage:6}: accepted {taken}/{ran}")
+        for level, (right, n) in sorted(self.by_agreement.items()):
+            out.append(f"  {level} agreement: {right / n:6.1%} ({right}/{n})")
         if self.crashed:
             out.append(f"  crashed (counted wrong; see the receipts' error): {self.crashed}")
         out.append(f"seconds per question: median {self.median_seconds:.2f}, p90 {self.p90_seconds:.2f}; "
@@ -211,6 +215,7 @@ def ask_one(ex: Example, db: Database, schema: Schema, engine: Engine, options: 
         abstained=answer.abstained, reason=answer.reason, seconds=round(seconds, 3), tokens=answer.tokens,
         stages=options.stages.label(), events=[e.as_dict() for e in answer.events], error=error,
         category=ex.category, correct_subset=subset, matched_alternative=matched, alternatives=len(ex.alternatives),
+        agreement=[answer.agreement.votes, answer.agreement.candidates] if answer.agreement else None,
     )
 
 
@@ -261,7 +266,12 @@ def summarize(receipts: Sequence[Receipt]) -> Summary:
     seconds = sorted(r.seconds for r in receipts) or [0.0]
     by_category: dict[str, list[int]] = {}
     categorised = any(r.category for r in receipts)
+    by_agreement: dict[str, list[int]] = {}
     for r in receipts:
+        if r.agreement and not r.abstained:
+            bucket = by_agreement.setdefault("low" if Agreement(*r.agreement).low else "high", [0, 0])
+            bucket[0] += r.correct
+            bucket[1] += 1
         if categorised:
             bucket = by_category.setdefault(r.category or "(none)", [0, 0])
             bucket[0] += r.correct
@@ -270,6 +280,7 @@ def summarize(receipts: Sequence[Receipt]) -> Summary:
         total=len(receipts), correct=sum(r.correct for r in receipts), abstained=sum(r.abstained for r in receipts),
         by_hardness={k: (v[0], v[1]) for k, v in by_hardness.items()},
         by_category={k: (v[0], v[1]) for k, v in by_category.items()},
+        by_agreement={k: (v[0], v[1]) for k, v in by_agreement.items()},
         crashed=sum(bool(r.error and r.error.startswith("crashed:")) for r in receipts),
         correct_subset=sum(bool(r.correct if r.correct_subset is None else r.correct_subset) for r in receipts),
         stage_accepted={k: (v[0], v[1]) for k, v in stages.items()},

@@ -3,7 +3,8 @@ abstention) out.
 
     1. schema linking ‖ pseudo-SQL on the full schema, in one batched model call
     2. reduced schema = linked columns ∪ the pseudo-SQL's columns ∪ foreign-key paths joining them
-    3. SQL generation on the reduced schema (with more example values)
+    3. SQL generation on the reduced schema (with more example values); with `vote`, K candidates and
+       the pseudo-SQL voted by their results (vote.py)
     4. noise correction, told the database's error or a summary of the result; a fix must execute
     5. continuation writing from a real clause-boundary prefix when the SQL fails or is hard; the
        completion must execute and return rows
@@ -20,7 +21,7 @@ from routesh.cancel import CancelToken
 from routesh.db.base import Database
 from routesh.db.schema import Schema
 from routesh.engine.base import Engine
-from routesh.pipeline import schema_texts, steps
+from routesh.pipeline import schema_texts, steps, vote
 from routesh.pipeline.options import PipelineOptions
 from routesh.pipeline.run import QuestionRun
 from routesh.pipeline.stages import Answer, EventSink, Stage
@@ -51,17 +52,23 @@ class Pipeline:
         else:
             pseudo, schema_text = None, full_text
 
-        # 3: generation
-        candidate, reply = steps.generate(run, schema_text, draft=pseudo)
-        if candidate is None:
-            if not pseudo:
+        # 3: generation, one candidate or many voted by their results
+        if stages.vote:
+            voted, reply = vote.vote(run, schema_text, pseudo=pseudo)
+            if voted is None:
                 return run.abstain(steps.no_sql_reason(reply))
-            candidate = pseudo
-            run.emit(Stage.TS, "no SQL in the reply; using the pseudo-SQL", artifact=pseudo.text, accepted=True,
-                     reason="generation gave no SQL")
-        trial = run.trial(candidate, "candidate")
-        if trial.empty_or_failed and pseudo and not same_sql(pseudo.text, candidate.text):
-            trial = steps.fall_back_to_pseudo(run, pseudo, trial)
+            trial = voted
+        else:
+            candidate, reply = steps.generate(run, schema_text, draft=pseudo)
+            if candidate is None:
+                if not pseudo:
+                    return run.abstain(steps.no_sql_reason(reply))
+                candidate = pseudo
+                run.emit(Stage.TS, "no SQL in the reply; using the pseudo-SQL", artifact=pseudo.text,
+                         accepted=True, reason="generation gave no SQL")
+            trial = run.trial(candidate, "candidate")
+            if trial.empty_or_failed and pseudo and not same_sql(pseudo.text, candidate.text):
+                trial = steps.fall_back_to_pseudo(run, pseudo, trial)
 
         # 4: noise correction with execution feedback
         if stages.correction:

@@ -87,8 +87,8 @@ class QuestionRun:
 
     def emit(self, stage: Stage, summary: str, *, raw: str | None = None, artifact: object = None,
              accepted: bool | None = None, reason: str = "", completion: Completion | None = None,
-             seconds: float | None = None) -> None:
-        event = StageEvent(stage, summary, raw, artifact, accepted, reason)
+             seconds: float | None = None, output_tokens: int = 0) -> None:
+        event = StageEvent(stage, summary, raw, artifact, accepted, reason, output_tokens=output_tokens)
         if completion is not None:
             event = replace(event, prompt_tokens=completion.prompt_tokens, output_tokens=completion.output_tokens,
                             seconds=completion.seconds if seconds is None else seconds)

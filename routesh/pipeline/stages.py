@@ -18,6 +18,7 @@ class Stage(StrEnum):
     PSEUDO = "pseudo"  # text-to-SQL on the full schema, asked beside the linking
     MERGE = "merge"  # the reduced schema
     TS = "ts"  # text-to-SQL on the reduced schema
+    VOTE = "vote"  # many candidates, voted by their results
     EXECUTE = "execute"  # a candidate's trial run
     FALLBACK = "fallback"  # the pseudo-SQL in place of a failing candidate
     NC = "nc"  # noise correction
@@ -25,7 +26,7 @@ class Stage(StrEnum):
     FINAL = "final"  # the answer, or the abstention
 
 
-STAGES = (Stage.SL, Stage.TS, Stage.NC, Stage.CW)  # the four ROUTE tasks, the ones `--stages` names
+STAGES = (Stage.SL, Stage.TS, Stage.VOTE, Stage.NC, Stage.CW)  # what `--stages` names: ROUTE's four tasks and ours
 REVISING = frozenset({Stage.FALLBACK, Stage.NC, Stage.CW})  # steps that can replace the candidate
 
 
@@ -37,6 +38,7 @@ class StageConfig:
     linking: bool = True
     correction: bool = True
     continuation: bool = True
+    vote: bool = False
 
     @classmethod
     def parse(cls, text: str) -> StageConfig:
@@ -44,13 +46,17 @@ class StageConfig:
         unknown = names - set(STAGES) - {"all", "mcp"}
         if unknown:
             raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; choose from {', '.join(STAGES)}")
-        if names & {"all", "mcp"}:
+        if "all" in names:
+            return cls(vote=True)
+        if "mcp" in names:  # the paper's pipeline, exactly
             return cls()
-        return cls(linking=Stage.SL in names, correction=Stage.NC in names, continuation=Stage.CW in names)
+        return cls(linking=Stage.SL in names, correction=Stage.NC in names, continuation=Stage.CW in names,
+                   vote=Stage.VOTE in names)
 
     def label(self) -> str:
-        on = [Stage.TS] + [name for name, flag in ((Stage.SL, self.linking), (Stage.NC, self.correction),
-                                                   (Stage.CW, self.continuation)) if flag]
+        on = [Stage.TS] + [name for name, flag in ((Stage.SL, self.linking), (Stage.VOTE, self.vote),
+                                                   (Stage.NC, self.correction), (Stage.CW, self.continuation))
+                           if flag]
         return ",".join(on)
 
 
@@ -88,6 +94,24 @@ class Starting:
 EventSink = Callable[[StageEvent | Starting], None]  # one sink sees everything a question reports
 
 
+@dataclass(frozen=True)
+class Agreement:
+    """How many of the voted candidates return the answer's result: the pipeline's own measure of how
+    sure it is."""
+
+    votes: int
+    candidates: int
+
+    LOW = 0.5  # at or below this share the user is told to check the SQL
+
+    @property
+    def low(self) -> bool:
+        return self.votes <= self.LOW * self.candidates
+
+    def __str__(self) -> str:
+        return f"{self.votes} of {self.candidates} candidates agree"
+
+
 @dataclass
 class Answer:
     question: str
@@ -95,6 +119,7 @@ class Answer:
     reason: str  # why this SQL (or why none)
     events: list[StageEvent] = field(default_factory=list)
     result: Result | None = None  # the final SQL's preview run (few rows), when it ran
+    agreement: Agreement | None = None  # with `vote`: how many candidates returned the voted result
 
     @property
     def abstained(self) -> bool:

@@ -192,13 +192,16 @@ def ask(session: ShellSession, question: str) -> Answer | None:
     session.last_sql = answer.sql
     session.prefill = pretty_sql(answer.sql or "", session.db.dialect)
     session.say(f"{_answer_note(answer)} Enter runs it, editing changes it, Ctrl-C drops it.", "class:info")
+    if answer.agreement and answer.agreement.low:  # the pipeline itself is unsure: say so before it runs
+        session.say(f"{answer.agreement} — check this SQL.", "class:warning")
     return answer
 
 
 def _answer_note(answer: Answer) -> str:
     taken = [e.stage for e in answer.events if e.stage in REVISING and e.accepted]
     how = f" (revised by {', '.join(taken)})" if taken else ""
-    return f"SQL ready in {answer.seconds:.1f} s{how}."
+    sure = f"; {answer.agreement}" if answer.agreement and not answer.agreement.low else ""
+    return f"SQL ready in {answer.seconds:.1f} s{how}{sure}."
 
 
 # ---- SQL ----------------------------------------------------------------------------------------------

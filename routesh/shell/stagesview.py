@@ -12,7 +12,7 @@ from routesh.pipeline.stages import Answer, Stage, StageEvent
 
 LABELS = {
     Stage.SL: "linking", Stage.PSEUDO: "pseudo-SQL", Stage.MERGE: "merge", Stage.TS: "generation",
-    Stage.EXECUTE: "execute", Stage.FALLBACK: "fallback", Stage.NC: "correction", Stage.CW: "continuation",
+    Stage.VOTE: "vote", Stage.EXECUTE: "execute", Stage.FALLBACK: "fallback", Stage.NC: "correction", Stage.CW: "continuation",
     Stage.FINAL: "final",
 }
 _WIDTH = max(len(v) for v in LABELS.values())
@@ -63,8 +63,11 @@ def trace(answer: Answer) -> FormattedText:
         if event.raw:
             out.append(("class:stage.raw", _indent("model said:\n" + event.raw.strip())))
         if event.artifact is not None and event.stage != Stage.FINAL and not _echoes(event):
-            out.append(("class:stage.artifact", _indent("parsed:\n" + _show(event.artifact))))
+            label = "candidates:\n" if event.stage == Stage.VOTE else "parsed:\n"
+            out.append(("class:stage.artifact", _indent(label + _show(event.artifact, event.stage))))
     verdict = f"SQL: {answer.sql}" if answer.sql else f"abstained: {answer.reason}"
+    if answer.agreement:
+        verdict += f"\n{answer.agreement}" + (" — check this SQL" if answer.agreement.low else "")
     out.append(("class:stage.title", f"{verdict}\n{answer.tokens} tokens, {answer.seconds:.2f} s\n"))
     return FormattedText(out)
 
@@ -75,13 +78,22 @@ def _echoes(event: StageEvent) -> bool:
     return shown in (event.summary.strip(), (event.raw or "").strip())
 
 
-def _show(artifact: object) -> str:
+def _show(artifact: object, stage: Stage | None = None) -> str:
     if isinstance(artifact, str):
         return artifact
+    if stage == Stage.VOTE and isinstance(artifact, list):
+        return "\n".join(_ballot_line(c) for c in artifact if isinstance(c, dict))
     try:
         return json.dumps(artifact, ensure_ascii=False)
     except TypeError:
         return repr(artifact)
+
+
+def _ballot_line(candidate: dict) -> str:
+    """`* #0 greedy     3 rows   SELECT ...`: its result group (* the winner's), source, outcome, SQL."""
+    outcome = f"{candidate.get('rows')} rows" if candidate.get("ran") else f"fails: {candidate.get('error')}"
+    sql = " ".join(str(candidate.get("sql", "")).split())
+    return f"{'*' if candidate.get('won') else ' '} #{candidate.get('group')} {candidate.get('source', ''):<9} {outcome:<9} {sql}"
 
 
 def _indent(text: str) -> str:
