@@ -19,7 +19,7 @@ from routesh.evaluate.compare import any_match, results_match
 from routesh.evaluate.datasets import Example, load_data, load_defog, load_file
 from routesh.evaluate.gold import check_gold
 from routesh.evaluate.pgload import attach_databases, created_tables, load_databases
-from routesh.evaluate.runner import Receipt, _judge, evaluate, load_receipts, summarize
+from routesh.evaluate.runner import Receipt, judge, evaluate, load_receipts, summarize
 from routesh.pipeline.options import PipelineOptions
 from routesh.pipeline.stages import StageConfig
 from tests.helpers import SHARED_DATA
@@ -291,16 +291,16 @@ def test_judging_against_alternatives_on_postgres(defog_db):
     db = open_database(ex)
     try:
         for k, alt in enumerate(ex.alternatives):  # each alternative, predicted, is correct
-            correct, subset, matched, error = _judge(ex, db, alt)
+            correct, subset, matched, error = judge(ex, db, alt)
             assert correct and subset and error is None, (k, alt)
             assert ex.alternatives[matched] == alt or matched < k
         fifth = ex.alternatives[4]  # SELECT a.name, COUNT(c.cited) ... GROUP BY a.name ORDER BY total_citations DESC
-        assert _judge(ex, db, fifth)[:3] == (True, True, 4)
+        assert judge(ex, db, fifth)[:3] == (True, True, 4)
         # an extra column: wrong by the test-suite rule, right by the lenient subset rule
         extra = fifth.replace("SELECT a.name,", "SELECT a.name, 'x' AS extra,")
-        assert _judge(ex, db, extra)[:3] == (False, True, None)
-        assert _judge(ex, db, "SELECT 1")[:3] == (False, False, None)
-        error = _judge(ex, db, "SELECT nope FROM author")[3]
+        assert judge(ex, db, extra)[:3] == (False, True, None)
+        assert judge(ex, db, "SELECT 1")[:3] == (False, False, None)
+        error = judge(ex, db, "SELECT nope FROM author")[3]
         assert error.startswith("predicted: ")
     finally:
         db.close()

@@ -46,3 +46,31 @@ def test_every_stage_runs_with_a_real_model(engine, question):
         assert answer.result is not None
         assert any(e.stage == "execute" and e.accepted for e in events)
         assert "nc" in stages
+
+
+def test_the_vote_with_a_real_model_is_seeded_and_counts_every_candidate(engine):
+    from routesh.pipeline.stages import Stage, StageConfig
+
+    db = SqliteDatabase.open(DB)
+    options = PipelineOptions(stages=StageConfig.parse("sl,vote"), sql_tokens=64, vote_k=4)
+    try:
+        pipeline = Pipeline(engine, db, db.introspect(samples=5), options=options)
+        first = pipeline.ask("How many singers do we have?")
+        again = pipeline.ask("How many singers do we have?")
+    finally:
+        db.close()
+    vote = next(e for e in first.events if e.stage == Stage.VOTE)
+    ts = next(e for e in first.events if e.stage == Stage.TS)
+    candidates = vote.artifact
+    assert candidates[0]["source"] == "greedy" and candidates[0]["sql"] == ts.artifact
+    assert len(candidates) <= 5 and {c["source"] for c in candidates} <= {"greedy", "sample 1", "sample 2", "sample 3",
+                                                                           "pseudo"}
+    assert all(c["logprob"] is None or c["logprob"] < 0 for c in candidates)
+    assert vote.output_tokens > 0  # the samples' tokens count in the answer's
+    if first.agreement:  # some candidate ran: the winner's group is what the agreement counts
+        assert first.agreement.candidates == len(candidates)
+        assert first.agreement.votes == sum(c["won"] for c in candidates)
+    # seeded: the same question gets the same candidates and the same answer
+    assert [c["sql"] for c in next(e for e in again.events if e.stage == Stage.VOTE).artifact] == [
+        c["sql"] for c in candidates]
+    assert again.sql == first.sql and again.agreement == first.agreement

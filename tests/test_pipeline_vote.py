@@ -83,7 +83,46 @@ def test_when_nothing_executes_correction_sees_the_greedy_error(db, schema):
 
 
 def test_all_means_every_stage_and_vote_is_named_in_the_label():
-    assert StageConfig.parse("all") == StageConfig(vote=True)
+    assert StageConfig.parse("all") == StageConfig(vote=True, repair=True)
+    assert StageConfig.parse("all").label() == "ts,sl,vote,repair,nc,cw"
     assert StageConfig.parse("mcp") == StageConfig()
     assert StageConfig.parse("sl,vote,nc,cw").label() == "ts,sl,vote,nc,cw"
     assert not StageConfig.parse("sl,nc,cw").vote
+
+
+def test_why_lists_the_candidates_and_says_how_sure_it_is(db, schema):
+    from prompt_toolkit.formatted_text import to_plain_text
+
+    from routesh.shell.stagesview import trace
+
+    answer, _ = ask(db, schema, pseudo=sql(GOOD), candidates=[sql(SIMPLE), sql(GOOD_TOO), sql(BROKEN)])
+    text = to_plain_text(trace(answer))
+    assert "candidates:" in text
+    assert f"  #0 greedy    4 rows    {SIMPLE}" in text  # not the winner: no star
+    assert f"* #1 sample 1  6 rows    {GOOD_TOO}" in text and f"* #1 pseudo    6 rows    {GOOD}" in text
+    assert "#2 sample 2  fails: no such column: Nom" in text
+    assert "2 of 4 candidates agree — check this SQL" in text
+
+
+def test_repair_renames_unknown_names_and_the_repaired_candidate_votes(db, schema):
+    misspelt = "SELECT Nme FROM singers WHERE Age > 30"  # neither the column nor the table exists
+    answer, _ = ask(db, schema, pseudo=sql(BROKEN), candidates=[sql(misspelt), sql(SIMPLE), sql(EMPTY)],
+                    stages="sl,vote,repair")
+    # the greedy candidate, repaired, returns SIMPLE's result: two votes, and the greedy one's group wins
+    assert answer.agreement == Agreement(2, 4)
+    assert answer.sql == "SELECT Name FROM singer WHERE Age > 30"
+    repair = next(e for e in answer.events if e.stage == Stage.REPAIR)
+    assert repair.accepted and "Nme → Name" in repair.summary and "singers → singer" in repair.summary
+    greedy = vote_event(answer).artifact[0]
+    assert greedy["repaired"] == "singers → singer, Nme → Name" and greedy["won"]
+
+
+def test_repair_without_the_vote_fixes_the_one_candidate(db, schema):
+    answer, _ = ask(db, schema, pseudo=sql(BROKEN), candidates=["```sql\nSELECT T1.Nme FROM singer AS T1\n```"],
+                    stages="sl,repair")
+    assert answer.sql == "SELECT T1.Name FROM singer AS T1"
+    repair = next(e for e in answer.events if e.stage == Stage.REPAIR)
+    assert repair.summary == "candidate: T1.Nme → T1.Name" and repair.accepted
+    answer, _ = ask(db, schema, pseudo=sql(BROKEN), candidates=["```sql\nSELECT T1.Nme FROM singer AS T1\n```"],
+                    stages="sl")
+    assert answer.abstained and not any(e.stage == Stage.REPAIR for e in answer.events)  # off: not tried

@@ -208,7 +208,7 @@ def ask_one(ex: Example, db: Database, schema: Schema, engine: Engine, options: 
     seconds = time.perf_counter() - started
     correct, subset, matched, error = False, False, None, None
     if answer.sql is not None:
-        correct, subset, matched, error = _judge(ex, db, answer.sql)
+        correct, subset, matched, error = judge(ex, db, answer.sql)
     return Receipt(
         index=ex.index, db_id=ex.db_id, question=ex.question or "", gold_sql=ex.gold_sql,
         hardness=_level(ex.alternatives[0], ex.dialect), predicted_sql=answer.sql, correct=correct,
@@ -229,7 +229,7 @@ def _crashed(ex: Example, options: PipelineOptions, events: list[Any], seconds: 
     )
 
 
-def _judge(ex: Example, db: Database, predicted_sql: str) -> tuple[bool, bool, int | None, str | None]:
+def judge(ex: Example, db: Database, predicted_sql: str) -> tuple[bool, bool, int | None, str | None]:
     """(correct, correct with extra columns allowed, the matching alternative, why the comparison failed).
     A gold alternative that fails to run is skipped; the error is reported only when none matched."""
     try:

@@ -4,7 +4,8 @@ abstention) out.
     1. schema linking ‖ pseudo-SQL on the full schema, in one batched model call
     2. reduced schema = linked columns ∪ the pseudo-SQL's columns ∪ foreign-key paths joining them
     3. SQL generation on the reduced schema (with more example values); with `vote`, K candidates and
-       the pseudo-SQL voted by their results (vote.py)
+       the pseudo-SQL voted by their results (vote.py); with `repair`, a failing candidate's unknown
+       names renamed to the schema's closest, taken if it then executes (here and after steps 4 and 5)
     4. noise correction, told the database's error or a summary of the result; a fix must execute
     5. continuation writing from a real clause-boundary prefix when the SQL fails or is hard; the
        completion must execute and return rows
@@ -66,7 +67,7 @@ class Pipeline:
                 candidate = pseudo
                 run.emit(Stage.TS, "no SQL in the reply; using the pseudo-SQL", artifact=pseudo.text,
                          accepted=True, reason="generation gave no SQL")
-            trial = run.trial(candidate, "candidate")
+            trial = steps.repair(run, run.trial(candidate, "candidate"))
             if trial.empty_or_failed and pseudo and not same_sql(pseudo.text, candidate.text):
                 trial = steps.fall_back_to_pseudo(run, pseudo, trial)
 

@@ -19,6 +19,7 @@ class Stage(StrEnum):
     MERGE = "merge"  # the reduced schema
     TS = "ts"  # text-to-SQL on the reduced schema
     VOTE = "vote"  # many candidates, voted by their results
+    REPAIR = "repair"  # unknown names renamed to the schema's closest
     EXECUTE = "execute"  # a candidate's trial run
     FALLBACK = "fallback"  # the pseudo-SQL in place of a failing candidate
     NC = "nc"  # noise correction
@@ -26,8 +27,8 @@ class Stage(StrEnum):
     FINAL = "final"  # the answer, or the abstention
 
 
-STAGES = (Stage.SL, Stage.TS, Stage.VOTE, Stage.NC, Stage.CW)  # what `--stages` names: ROUTE's four tasks and ours
-REVISING = frozenset({Stage.FALLBACK, Stage.NC, Stage.CW})  # steps that can replace the candidate
+STAGES = (Stage.SL, Stage.TS, Stage.VOTE, Stage.REPAIR, Stage.NC, Stage.CW)  # what `--stages` names: ROUTE's four tasks and ours
+REVISING = frozenset({Stage.FALLBACK, Stage.REPAIR, Stage.NC, Stage.CW})  # steps that can replace the candidate
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class StageConfig:
     correction: bool = True
     continuation: bool = True
     vote: bool = False
+    repair: bool = False
 
     @classmethod
     def parse(cls, text: str) -> StageConfig:
@@ -47,16 +49,16 @@ class StageConfig:
         if unknown:
             raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; choose from {', '.join(STAGES)}")
         if "all" in names:
-            return cls(vote=True)
+            return cls(vote=True, repair=True)
         if "mcp" in names:  # the paper's pipeline, exactly
             return cls()
         return cls(linking=Stage.SL in names, correction=Stage.NC in names, continuation=Stage.CW in names,
-                   vote=Stage.VOTE in names)
+                   vote=Stage.VOTE in names, repair=Stage.REPAIR in names)
 
     def label(self) -> str:
         on = [Stage.TS] + [name for name, flag in ((Stage.SL, self.linking), (Stage.VOTE, self.vote),
-                                                   (Stage.NC, self.correction), (Stage.CW, self.continuation))
-                           if flag]
+                                                   (Stage.REPAIR, self.repair), (Stage.NC, self.correction),
+                                                   (Stage.CW, self.continuation)) if flag]
         return ",".join(on)
 
 

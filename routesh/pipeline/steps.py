@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 
 from routesh import prompts
 from routesh.engine.base import GenerationParams
@@ -13,10 +14,11 @@ from routesh.pipeline.linking import ReducedSchema
 from routesh.pipeline.options import SQL_STOP
 from routesh.pipeline.run import QuestionRun, one_line
 from routesh.pipeline.stages import Stage
-from routesh.pipeline.trial import Trial
+from routesh.pipeline.trial import Trial, run_trial
 from routesh.sql.extract import says_cannot_answer
 from routesh.sql.hardness import hardness
 from routesh.sql.parse import Sql, same_sql
+from routesh.sql.repair import repair_names
 from routesh.sql.truncate import truncate
 
 
@@ -71,6 +73,27 @@ def fall_back_to_pseudo(run: QuestionRun, pseudo: Sql, weak: Trial) -> Trial:
     return second if taken else weak
 
 
+def repair(run: QuestionRun, trial: Trial, *, label: str = "candidate", row_limit: int | None = None,
+           quiet: bool = False) -> Trial:
+    """With `repair`: a failing candidate's unknown tables and columns renamed to the schema's closest
+    (routesh/sql/repair.py), taken only if the repaired SQL executes. `quiet` leaves the event to the
+    caller (the vote reports its candidates' repairs at once)."""
+    if trial.ran or not run.options.stages.repair:
+        return trial
+    fix = repair_names(trial.query, run.dialect, run.schema)
+    if fix is None:
+        return trial
+    run.cancel.check()
+    attempt = replace(run_trial(run.database, Sql(fix.sql, run.dialect),
+                                row_limit=row_limit or run.options.preview_rows, timeout=run.options.timeout),
+                      repairs=fix.renames)
+    if not quiet:
+        run.emit(Stage.REPAIR, f"{label}: {fix.summary()}" if attempt.ran else f"{label}: {fix.summary()} still fails",
+                 artifact=fix.sql, accepted=attempt.ran,
+                 reason="the repaired SQL executes" if attempt.ran else f"it fails: {attempt.error}")
+    return attempt if attempt.ran else trial
+
+
 def correct(run: QuestionRun, schema_text: str, trial: Trial) -> Trial:
     """Step 4: noise correction told the execution feedback; a proposed fix is taken only if it runs."""
     run.starting(Stage.NC, "noise correction")
@@ -83,7 +106,7 @@ def correct(run: QuestionRun, schema_text: str, trial: Trial) -> Trial:
         why = "the model judged it correct" if verdict else "no different SQL proposed"
         run.emit(Stage.NC, why, raw=out.text, artifact=feedback, accepted=False, reason=why, completion=out)
         return trial
-    proposal = run.trial(fixed, "correction")
+    proposal = repair(run, run.trial(fixed, "correction"), label="correction")
     if proposal.ran:
         run.emit(Stage.NC, f"corrected: {one_line(fixed.text)}", raw=out.text, artifact=fixed.text, accepted=True,
                  reason="the correction executes", completion=out)
@@ -111,7 +134,7 @@ def continue_writing(run: QuestionRun, schema_text: str, trial: Trial) -> Trial:
         run.emit(Stage.CW, "no SQL in the reply", raw=out.text, artifact=prefix, accepted=False,
                  reason=trigger, completion=out)
         return trial
-    attempt = run.trial(completed, "continuation")
+    attempt = repair(run, run.trial(completed, "continuation"), label="continuation")
     taken = attempt.ran and attempt.result is not None and bool(attempt.result.rows)
     why = "it executes and returns rows" if taken else (
         f"it fails: {attempt.error}" if not attempt.ran else "it returns no rows")

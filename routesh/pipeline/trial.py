@@ -11,6 +11,7 @@ from routesh.db.base import Database, ExecOptions, Result
 from routesh.db.schema import Schema
 from routesh.errors import Cancelled, QueryTimeout, RoutesError
 from routesh.sql.parse import Sql
+from routesh.sql.repair import Rename
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Trial:
     result: Result | None
     error: str | None
     timed_out: bool = False
+    repairs: tuple[Rename, ...] = ()  # names the repair stage changed to make `query` (none: as written)
 
     @property
     def sql(self) -> str:

@@ -18,11 +18,13 @@ from dataclasses import dataclass, field, replace
 from routesh import prompts
 from routesh.db.compare import results_match
 from routesh.engine.base import Completion, GenerationParams
+from routesh.pipeline import steps
 from routesh.pipeline.options import SQL_STOP
 from routesh.pipeline.run import QuestionRun, one_line
 from routesh.pipeline.stages import Agreement, Stage
 from routesh.pipeline.trial import Trial, run_trial
 from routesh.sql.parse import Sql, squash
+from routesh.sql.repair import Rename
 
 GREEDY, PSEUDO = "greedy", "pseudo"
 
@@ -32,6 +34,7 @@ class Candidate:
     query: Sql
     source: str  # GREEDY, PSEUDO or "sample N"
     logprob: float | None  # the model's log-likelihood of it, where known
+    repairs: tuple[Rename, ...] = ()  # what the repair stage renamed in it (query is then the repaired SQL)
 
 
 @dataclass
@@ -57,7 +60,8 @@ class Group:
 
 @dataclass(frozen=True)
 class Ballot:
-    """What the vote did: every candidate and its group, and the winner (None when none executed)."""
+    """What the vote did: every candidate (a repaired one with its repaired SQL) and its group, and the
+    winner (None when none executed)."""
 
     candidates: list[Candidate]
     groups: list[Group]
@@ -76,7 +80,8 @@ class Ballot:
             trial = group.trial
             out.append({"source": c.source, "sql": c.query.text, "logprob": c.logprob, "group": where[id(c)],
                         "ran": trial.ran, "rows": len(trial.result.rows) if trial.result else None,
-                        "error": trial.error, "won": group is self.winner})
+                        "error": trial.error, "won": group is self.winner,
+                        "repaired": ", ".join(map(str, c.repairs)) or None})
         return out
 
 
@@ -94,23 +99,28 @@ def sample(run: QuestionRun, schema_text: str, *, draft: Sql | None) -> list[Com
 def count(run: QuestionRun, candidates: list[Candidate]) -> Ballot:
     """Run each distinct candidate once and group them by result."""
     groups: list[Group] = []
-    runs: dict[str, Group] = {}  # squashed text → its group: a repeated text is not run again
+    runs: dict[str, tuple[Group, Trial]] = {}  # squashed text → its group and run: a repeat is not run again
+    counted: list[Candidate] = []  # the candidates in order, a repaired one with its repaired SQL
     for candidate in candidates:
         run.cancel.check()
         key = squash(candidate.query.text)
-        group = runs.get(key)
-        if group is None:
+        if key not in runs:
             trial = run_trial(run.database, candidate.query, row_limit=run.options.vote_rows,
                               timeout=run.options.timeout)
+            trial = steps.repair(run, trial, row_limit=run.options.vote_rows, quiet=True)
             group = next((g for g in groups if _same_result(g.trial, trial)), None)
             if group is None:
                 group = Group(trial)
                 groups.append(group)
-            runs[key] = group
+            runs[key] = (group, trial)
+        group, trial = runs[key]
+        if trial.repairs:
+            candidate = replace(candidate, query=trial.query, repairs=trial.repairs)
         group.members.append(candidate)
+        counted.append(candidate)
     executed = [g for g in groups if g.trial.ran]
     winner = max(executed, key=_rank, default=None)
-    return Ballot(candidates, groups, winner)
+    return Ballot(counted, groups, winner)
 
 
 def vote(run: QuestionRun, schema_text: str, *, pseudo: Sql | None) -> tuple[Trial | None, str]:
@@ -133,6 +143,12 @@ def vote(run: QuestionRun, schema_text: str, *, pseudo: Sql | None) -> tuple[Tri
         return None, greedy_reply.text
     started = time.perf_counter()
     ballot = count(run, candidates)
+    repaired = [c for c in ballot.candidates if c.repairs]
+    if repaired:
+        renames = sorted({str(r) for c in repaired for r in c.repairs})
+        run.emit(Stage.REPAIR, f"{len(repaired)} of {len(candidates)} candidates repaired: {', '.join(renames)}",
+                 artifact=[c.query.text for c in repaired], accepted=True,
+                 reason="each repaired candidate executes")
     agreement = ballot.agreement
     run.answer.agreement = agreement
     extra_tokens = sum(c.output_tokens for c in completions[1:])
@@ -158,7 +174,12 @@ def _same_result(a: Trial, b: Trial) -> bool:
 
 
 def _rank(group: Group) -> tuple[bool, int, bool, float]:
-    """The vote's order: a result with rows before an empty one (an empty result is the usual sign of a
-    wrong value or join), then the most candidates, the greedy one's group, the larger likelihood."""
     rows = group.trial.result is not None and bool(group.trial.result.rows)
-    return (rows, len(group.members), group.has_greedy, group.likelihood)
+    return rank(rows=rows, votes=len(group.members), has_greedy=group.has_greedy, likelihood=group.likelihood)
+
+
+def rank(*, rows: bool, votes: int, has_greedy: bool, likelihood: float) -> tuple[bool, int, bool, float]:
+    """The vote's order among groups that execute: a result with rows before an empty one (an empty
+    result is the usual sign of a wrong value or join), then the most votes, the greedy candidate's
+    group, the larger summed likelihood. bench/vote_recount.py re-counts receipts with it."""
+    return (rows, votes, has_greedy, likelihood)

@@ -173,7 +173,7 @@ class _Collector:
                 self.add_column(table, name)
 
     def _qualified(self, scope: Scope, qualifier: str, name: str, node: exp.Expression | None, depth: int = 0) -> None:
-        source = _find_source(scope, qualifier)
+        source = find_source(scope, qualifier)
         if isinstance(source, exp.Table):
             self.add_column(source, name)
         elif isinstance(source, Scope):
@@ -196,7 +196,7 @@ class _Collector:
                 self._unresolved(name)  # ambiguous: the database would refuse it too
                 return
             if looked is scope:
-                if _is_projection_alias(scope, name):
+                if is_projection_alias(scope, name):
                     return  # ORDER BY cnt where cnt is `count(*) AS cnt`
                 if node is not None and self.schema is None and self._is_string_literal(node):
                     return
@@ -328,7 +328,7 @@ def _enclosing_scope(node: exp.Expression, by_node: dict[int, Scope]) -> Scope |
     return None
 
 
-def _find_source(scope: Scope | None, qualifier: str) -> exp.Expression | Scope | None:
+def find_source(scope: Scope | None, qualifier: str) -> exp.Expression | Scope | None:
     """What `qualifier` names in this scope or an enclosing one: an alias first, then a table name."""
     wanted = qualifier.lower()
     looked = scope
@@ -346,7 +346,7 @@ def _find_source(scope: Scope | None, qualifier: str) -> exp.Expression | Scope 
     return None
 
 
-def _is_projection_alias(scope: Scope, name: str) -> bool:
+def is_projection_alias(scope: Scope, name: str) -> bool:
     expression = scope.expression
     if not isinstance(expression, exp.Select):
         return False

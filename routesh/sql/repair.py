@@ -1,0 +1,189 @@
+"""Unknown names fixed by the schema, not by the model: every table a query reads and every column it
+names is looked up in the schema, scope by scope (aliases, CTEs and derived tables through sqlglot's
+scopes, as usage.py resolves them). A table the schema lacks becomes its closest table; a column that
+none of the tables in its scope has becomes the best-matching column of those tables. Names are compared
+by their words (split on case and underscores: `listPrice`, `list_price` → list, price) and by string
+similarity; a rename needs a score above the threshold and a clear winner, else the name is left as it
+is (a guess the database then refuses is worse than the error it had). The pipeline takes a repaired
+query only if it executes."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlglot import exp
+from sqlglot.optimizer.scope import Scope, traverse_scope
+
+from routesh.db.schema import Schema, Table
+from routesh.sql.parse import Sql, is_real_table, query_of
+from routesh.sql.quiet import quiet_sqlglot
+from routesh.sql.usage import find_source, is_projection_alias
+
+THRESHOLD = 0.6  # the lowest score a rename takes
+MARGIN = 0.05  # how far the best match must lead the next one
+
+
+@dataclass(frozen=True)
+class Rename:
+    old: str  # as written: "p.price", "price", "prods"
+    new: str  # as repaired: "p.list_price", "products"
+
+    def __str__(self) -> str:
+        return f"{self.old} → {self.new}"
+
+
+@dataclass(frozen=True)
+class Repaired:
+    sql: str
+    renames: tuple[Rename, ...]
+
+    def summary(self) -> str:
+        return ", ".join(map(str, self.renames))
+
+
+def repair_names(sql: str | Sql, dialect: str, schema: Schema, *, threshold: float = THRESHOLD) -> Repaired | None:
+    """The query with its unknown tables and columns renamed to the schema's closest ones; None when it
+    does not parse, names nothing unknown, or no unknown name has a clear match."""
+    tree = query_of(sql, dialect)
+    if tree is None:
+        return None
+    tree = tree.copy()  # an Sql's tree is shared: repair a copy
+    renames: list[Rename] = []
+    try:
+        with quiet_sqlglot():
+            _repair_tables(tree, schema, threshold, renames)
+            for scope in traverse_scope(tree):
+                _repair_columns(scope, schema, dialect, threshold, renames)
+    except Exception:  # noqa: BLE001 - sqlglot's scope builder rejects some odd trees: nothing to repair
+        return None
+    if not renames:
+        return None
+    return Repaired(tree.sql(dialect=dialect), tuple(renames))
+
+
+def words(name: str) -> list[str]:
+    """`listPrice`, `list_price`, `LIST PRICE` → ["list", "price"]."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
+    return [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
+
+
+def similarity(written: str, existing: str, *, drop: Iterable[str] = ()) -> float:
+    """0..1: half how well each written word is matched by a word of the existing name, half string
+    similarity. Words in `drop` (a column's own table name: `stadium_name` in table stadium) are also
+    tried left out of both, and the better score counts."""
+    a, b = words(written), words(existing)
+    scores = [_score(a, b)]
+    dropped = set(drop)
+    if dropped:
+        a2, b2 = [w for w in a if w not in dropped], [w for w in b if w not in dropped]
+        if a2 and b2:
+            scores.append(_score(a2, b2))
+    return max(scores)
+
+
+def _score(a: list[str], b: list[str]) -> float:
+    if not a or not b:
+        return 0.0
+    have = sum(max(_word_match(w, v) for v in b) for w in a) / len(a)
+    ratio = difflib.SequenceMatcher(None, "".join(a), "".join(b)).ratio()
+    return 0.5 * have + 0.5 * ratio
+
+
+def _word_match(w: str, v: str) -> float:
+    if w == v or _stem(w) == _stem(v):
+        return 1.0
+    return difflib.SequenceMatcher(None, w, v).ratio()
+
+
+def best_match(written: str, names: Iterable[tuple[str, Iterable[str]]], threshold: float = THRESHOLD) -> str | None:
+    """The one name clearly closest to `written`, or None. `names` are (name, words to try without)."""
+    best: dict[str, float] = {}
+    for name, drop in names:
+        best[name] = max(best.get(name, 0.0), similarity(written, name, drop=drop))
+    scored = sorted(((score, name) for name, score in best.items()), reverse=True)
+    if not scored or scored[0][0] < threshold:
+        return None
+    if len(scored) > 1 and scored[0][0] - scored[1][0] < MARGIN:
+        return None  # two about as close: do not guess
+    return scored[0][1]
+
+
+def _stem(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") else word
+
+
+def _repair_tables(tree: exp.Expression, schema: Schema, threshold: float, renames: list[Rename]) -> None:
+    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+    for node in tree.find_all(exp.Table):
+        if not is_real_table(node) or node.name.lower() in ctes or schema.table(_written_table(node)):
+            continue
+        match = best_match(node.name, ((t.name, ()) for t in schema.tables), threshold)
+        if match is None:
+            continue
+        table = schema.table(match)
+        assert table is not None
+        renames.append(Rename(_written_table(node), table.display_name))
+        node.set("this", exp.to_identifier(table.name, quoted=_needs_quotes(table.name)))
+        if table.schema and table.display_name != table.name:
+            node.set("db", exp.to_identifier(table.schema))
+
+
+def _repair_columns(scope: Scope, schema: Schema, dialect: str, threshold: float, renames: list[Rename]) -> None:
+    for column in scope.columns:
+        if not isinstance(column.this, exp.Identifier) or isinstance(column.this, exp.Star):
+            continue
+        if dialect == "sqlite" and column.this.args.get("quoted"):
+            continue  # SQLite reads an unknown "double-quoted" name as a string: leave it to the database
+        tables = _scope_tables(scope, column.table, schema)
+        if tables is None or not tables or any(t.column(column.name) for t in tables):
+            continue
+        if not column.table and (isinstance(scope.expression, exp.SetOperation)
+                                 or is_projection_alias(scope, column.name) or _outer_has(scope, column.name, schema)):
+            continue  # ORDER BY cnt (`COUNT(*) AS cnt`), a UNION's output column, or an outer query's column
+        match = best_match(column.name, ((c.name, words(t.name)) for t in tables for c in t.columns), threshold)
+        if match is None:
+            continue
+        old = f"{column.table}.{column.name}" if column.table else column.name
+        column.set("this", exp.to_identifier(match, quoted=_needs_quotes(match)))
+        renames.append(Rename(old, f"{column.table}.{match}" if column.table else match))
+
+
+def _scope_tables(scope: Scope, qualifier: str, schema: Schema) -> list[Table] | None:
+    """The schema tables a column of this scope may come from: the qualifier's table, or every real
+    table of the scope. None when a derived table or CTE is among them (its columns are its own)."""
+    if qualifier:
+        source = find_source(scope, qualifier)
+        sources = [source] if source is not None else []
+    else:
+        sources = [source for _, source in scope.selected_sources.values()]
+    out = []
+    for source in sources:
+        if not (isinstance(source, exp.Table) and is_real_table(source)):
+            return None
+        table = schema.table(_written_table(source))
+        if table is None:
+            return None
+        out.append(table)
+    return out
+
+
+def _outer_has(scope: Scope, name: str, schema: Schema) -> bool:
+    """Does a table of an enclosing query have this column (a correlated subquery's reference)?"""
+    outer = scope.parent
+    while outer is not None:
+        tables = _scope_tables(outer, "", schema)
+        if tables is None or any(t.column(name) for t in tables):
+            return True  # a derived table out there may have it: do not guess
+        outer = outer.parent
+    return False
+
+
+def _written_table(node: exp.Table) -> str:
+    return f"{node.db}.{node.name}" if node.db else node.name
+
+
+def _needs_quotes(name: str) -> bool:
+    return not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name)

@@ -1,0 +1,83 @@
+"""Unknown names renamed to the schema's closest (routesh/sql/repair.py), on real schemas: a Spider
+database and the demo database the shell opens."""
+
+from __future__ import annotations
+
+import pytest
+
+from routesh.db.sqlite import SqliteDatabase
+from routesh.sql.repair import THRESHOLD, best_match, repair_names, similarity, words
+from tests.helpers import SHARED_DATA
+
+CONCERT = SHARED_DATA / "spider" / "database" / "concert_singer" / "concert_singer.sqlite"
+
+
+@pytest.fixture(scope="module")
+def schema():
+    db = SqliteDatabase.open(CONCERT)
+    try:
+        yield db.introspect(samples=0)
+    finally:
+        db.close()
+
+
+def fixed(sql, schema):
+    result = repair_names(sql, "sqlite", schema)
+    return (result.sql, result.summary()) if result else None
+
+
+def test_words_split_on_case_and_underscores():
+    assert words("listPrice") == words("list_price") == words("LIST PRICE") == ["list", "price"]
+    assert similarity("price", "list_price") > 0.8 and similarity("price", "product_id") < THRESHOLD
+
+
+@pytest.mark.parametrize("sql, expected", [
+    ("SELECT Nme FROM singer", ("SELECT Name FROM singer", "Nme → Name")),
+    ("SELECT T2.name FROM singers AS T2", ("SELECT T2.name FROM singer AS T2", "singers → singer")),
+    ("SELECT count(*) FROM concerts WHERE yr = 2014",
+     ("SELECT COUNT(*) FROM concert WHERE Year = 2014", "concerts → concert, yr → Year")),
+    # the table's own name inside a column name is not what tells the columns apart
+    ("SELECT stadium_name FROM stadium", ("SELECT Name FROM stadium", "stadium_name → Name")),
+    ("SELECT T1.name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.singer_id = T2.singerid",
+     ("SELECT T1.name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.singer_id = T2.Singer_ID",
+      "T2.singerid → T2.Singer_ID")),
+    ("SELECT name FROM singer WHERE singer_id IN (SELECT singerid FROM singer_in_concert)",
+     ("SELECT name FROM singer WHERE singer_id IN (SELECT Singer_ID FROM singer_in_concert)", "singerid → Singer_ID")),
+])
+def test_unknown_names_become_the_closest_existing_ones(schema, sql, expected):
+    assert fixed(sql, schema) == expected
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT Name FROM singer",  # nothing unknown
+    "SELECT zzz FROM stadium",  # nothing close
+    "SELECT name, count(*) AS cnt FROM singer GROUP BY name ORDER BY cnt",  # a select alias
+    "SELECT * FROM (SELECT name AS n FROM singer) AS x WHERE x.n = 'a'",  # a derived table's own column
+    "SELECT s.Name FROM singer s WHERE s.Age > (SELECT avg(Age) FROM stadium WHERE Country = s.Country)",  # correlated
+    'SELECT Name FROM stadium WHERE "Lyon" = Location',  # SQLite: an unknown double-quoted name is a string
+    "WITH t AS (SELECT Name FROM singer) SELECT Name FROM t",  # a CTE is not a missing table
+    "SELECT Name FROM singer UNION SELECT Name FROM stadium ORDER BY Name",
+    "SELECT FROM WHERE",  # does not parse
+])
+def test_left_alone(schema, sql):
+    assert fixed(sql, schema) is None
+
+
+def test_no_guess_between_two_equally_close_names():
+    assert best_match("amount", [("amount_paid", ()), ("amount_due", ())]) is None
+    assert best_match("amount_pad", [("amount_paid", ()), ("amount_due", ())]) == "amount_paid"
+
+
+def test_the_demo_question_that_abstained(tmp_path):
+    """Issue 13's example: `p.price` where the column is products.list_price."""
+    from routesh.demo import ensure_demo_db
+
+    db = SqliteDatabase.open(ensure_demo_db(tmp_path))
+    try:
+        schema = db.introspect(samples=0)
+        sql = ("SELECT AVG(p.price) FROM products AS p JOIN order_items AS oi ON oi.product_id = p.product_id")
+        repaired = repair_names(sql, "sqlite", schema)
+        assert repaired is not None and repaired.summary() == "p.price → p.list_price"
+        assert db.execute(repaired.sql).rows
+    finally:
+        db.close()
