@@ -86,7 +86,8 @@ def main() -> int:
     for _, cands, right in judged:
         g = next((c for c in cands if c["source"] == GREEDY), None)
         p = next((c for c in cands if c["source"] == PSEUDO), None)
-        take = g if g and g["ran"] and g["rows"] else (p if p and p["ran"] and (p["rows"] or not (g and g["ran"])) else g)
+        pseudo_better = p and p["ran"] and (p["rows"] or not (g and g["ran"]))  # as fall_back_to_pseudo decides
+        take = g if g and g["ran"] and g["rows"] else (p if pseudo_better else g)
         fallback += bool(take and right[take["sql"]])
     print(f"greedy alone:                 {share(greedy)}")
     print(f"greedy, pseudo-SQL fallback:  {share(fallback)}")

@@ -42,7 +42,8 @@ def test_words_split_on_case_and_underscores():
      ("SELECT T1.name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.singer_id = T2.Singer_ID",
       "T2.singerid → T2.Singer_ID")),
     ("SELECT name FROM singer WHERE singer_id IN (SELECT singerid FROM singer_in_concert)",
-     ("SELECT name FROM singer WHERE singer_id IN (SELECT Singer_ID FROM singer_in_concert)", "singerid → Singer_ID")),
+     ("SELECT name FROM singer WHERE singer_id IN (SELECT Singer_ID FROM singer_in_concert)",
+      "singerid → Singer_ID")),
 ])
 def test_unknown_names_become_the_closest_existing_ones(schema, sql, expected):
     assert fixed(sql, schema) == expected

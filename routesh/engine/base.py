@@ -78,9 +78,10 @@ class Engine(Protocol):
     def generate(self, requests: Sequence[ChatRequest], params: Params = None, *,
                  cancel: CancelToken | None = None) -> list[Completion]:
         """Complete every request (batched where the backend can), in order. `params` is one for all the
-        requests or a sequence of one per request (a greedy request beside sampled copies of it). When `cancel` is cancelled
-        meanwhile, this call raises GenerationCancelled as soon as possible and only its own requests are
-        dropped; calls from other threads go on. Raises ModelError when the model or server fails."""
+        requests or a sequence of one per request (a greedy request beside sampled copies of it).
+        When `cancel` is cancelled meanwhile, this call raises GenerationCancelled as soon as possible
+        and only its own requests are dropped; calls from other threads go on. Raises ModelError when the
+        model or server fails."""
         ...
 
     def cancel(self) -> None:

@@ -376,7 +376,8 @@ class OpenAIEngine:
             if not self._slots.acquire(call.stopping):
                 return
             try:  # the slot is held across retries: a busy server (429, 503) gets no more requests meanwhile
-                outcome = self._with_retries(call, functools.partial(self._stream_once, call, requests[index], params[index]))
+                attempt = functools.partial(self._stream_once, call, requests[index], params[index])
+                outcome = self._with_retries(call, attempt)
             except _Cancelled:
                 return
             except BaseException as err:  # ModelError, or a bug: either way the caller sees it, once

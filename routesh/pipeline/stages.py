@@ -27,7 +27,8 @@ class Stage(StrEnum):
     FINAL = "final"  # the answer, or the abstention
 
 
-STAGES = (Stage.SL, Stage.TS, Stage.VOTE, Stage.REPAIR, Stage.NC, Stage.CW)  # what `--stages` names: ROUTE's four tasks and ours
+# what `--stages` names: ROUTE's four tasks, and the vote and the repair
+STAGES = (Stage.SL, Stage.TS, Stage.VOTE, Stage.REPAIR, Stage.NC, Stage.CW)
 REVISING = frozenset({Stage.FALLBACK, Stage.REPAIR, Stage.NC, Stage.CW})  # steps that can replace the candidate
 
 

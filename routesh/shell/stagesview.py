@@ -12,7 +12,8 @@ from routesh.pipeline.stages import Answer, Stage, StageEvent
 
 LABELS = {
     Stage.SL: "linking", Stage.PSEUDO: "pseudo-SQL", Stage.MERGE: "merge", Stage.TS: "generation",
-    Stage.VOTE: "vote", Stage.REPAIR: "repair", Stage.EXECUTE: "execute", Stage.FALLBACK: "fallback", Stage.NC: "correction", Stage.CW: "continuation",
+    Stage.VOTE: "vote", Stage.REPAIR: "repair", Stage.EXECUTE: "execute", Stage.FALLBACK: "fallback",
+    Stage.NC: "correction", Stage.CW: "continuation",
     Stage.FINAL: "final",
 }
 _WIDTH = max(len(v) for v in LABELS.values())
