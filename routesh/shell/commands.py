@@ -205,7 +205,7 @@ def _stages(session: ShellSession, args: str, plus: bool) -> None:
         session.say(f"Pipeline stages: {session.stages.label()}.")
         return
     if len(words) > 1 or (words and words[0] not in ("on", "off")):
-        raise UsageError("\\stages takes on, off, or use STAGES (e.g. use ts, use sl,nc,cw)")
+        raise UsageError("\\stages takes on, off, or use STAGES (e.g. use ts, use sl,nc,cw, use all)")
     session.show_stages = _switch(args, session.show_stages, "\\stages")
     session.say(f"Stages view is {'on' if session.show_stages else 'off'} (pipeline: {session.stages.label()}).")
 
