@@ -25,7 +25,7 @@ class PipelineOptions:
     preview_rows: int = 20  # what a candidate's trial run fetches
     timeout: float = 10.0  # seconds a candidate's trial run may take
     cw_fraction: float = 0.5  # where continuation writing cuts the candidate
-    vote_k: int = 8  # candidates the vote asks for: the greedy one and vote_k − 1 sampled
+    vote_k: int = 4  # candidates the vote asks for: the greedy one and vote_k − 1 sampled (K chosen on spider-train)
     vote_temperature: float = 0.7
     vote_seed: int = 0  # sampled candidate i draws with seed vote_seed + i: a question answers the same way
     vote_rows: int = 500  # rows a candidate's vote run fetches, well above the preview
