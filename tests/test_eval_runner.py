@@ -202,7 +202,8 @@ def test_routesh_eval_rejects_a_bad_jobs_count():
 def test_routesh_eval_rejects_an_unknown_stage():
     run = _routesh_eval("--stages", "ts,xx", "--limit", "1")
     assert run.returncode == 1
-    assert run.stderr.strip().splitlines() == ["routesh-eval: unknown stage(s) xx; choose from sl, ts, nc, cw"]
+    assert run.stderr.strip().splitlines() == [
+        "routesh-eval: unknown stage(s) xx; choose from sl, ts, vote, repair, nc, cw"]
 
 
 @pytest.mark.postgres
