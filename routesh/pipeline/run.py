@@ -48,9 +48,12 @@ class QuestionRun:
 
     def call(self, request: ChatRequest, *, draft: str | None) -> Completion:
         """One SQL-writing call; the draft feeds prompt-lookup decoding (the reply mostly copies it)."""
-        params = GenerationParams(max_new_tokens=self.options.sql_tokens, stop=SQL_STOP, prompt_lookup=True,
-                                  draft_text=draft or "")
-        return self.engine.generate([request], params, cancel=self.cancel)[0]
+        return self.engine.generate([request], self.sql_params(draft), cancel=self.cancel)[0]
+
+    def sql_params(self, draft: str | None) -> GenerationParams:
+        """How every SQL-writing call decodes: greedy, up to the ```sql block's end, drafting from `draft`."""
+        return GenerationParams(max_new_tokens=self.options.sql_tokens, stop=SQL_STOP, prompt_lookup=True,
+                                draft_text=draft or "")
 
     # ---- the database -------------------------------------------------------------------------------
 

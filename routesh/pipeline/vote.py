@@ -17,9 +17,8 @@ from dataclasses import dataclass, field, replace
 
 from routesh import prompts
 from routesh.db.compare import results_match
-from routesh.engine.base import Completion, GenerationParams
+from routesh.engine.base import Completion
 from routesh.pipeline import steps
-from routesh.pipeline.options import SQL_STOP
 from routesh.pipeline.run import QuestionRun, one_line
 from routesh.pipeline.stages import Agreement, Stage
 from routesh.pipeline.trial import Trial, run_trial
@@ -89,8 +88,7 @@ def sample(run: QuestionRun, schema_text: str, *, draft: Sql | None) -> list[Com
     """The greedy completion and K−1 sampled ones of the text-to-SQL prompt, in one call."""
     options = run.options
     request = prompts.ts_prompt(schema_text, run.dialect, run.question, run.hint)
-    greedy = GenerationParams(max_new_tokens=options.sql_tokens, stop=SQL_STOP, prompt_lookup=True,
-                              draft_text=draft.text if draft else "")
+    greedy = run.sql_params(draft.text if draft else None)
     sampled = [replace(greedy, temperature=options.vote_temperature, seed=options.vote_seed + i)
                for i in range(1, options.vote_k)]
     return run.engine.generate([request] * options.vote_k, [greedy, *sampled], cancel=run.cancel)
@@ -174,8 +172,7 @@ def _same_result(a: Trial, b: Trial) -> bool:
 
 
 def _rank(group: Group) -> tuple[bool, int, bool, float]:
-    rows = group.trial.result is not None and bool(group.trial.result.rows)
-    return rank(rows=rows, votes=len(group.members), has_greedy=group.has_greedy, likelihood=group.likelihood)
+    return rank(rows=not group.trial.empty_or_failed, votes=len(group.members), has_greedy=group.has_greedy, likelihood=group.likelihood)
 
 
 def rank(*, rows: bool, votes: int, has_greedy: bool, likelihood: float) -> tuple[bool, int, bool, float]:
