@@ -153,12 +153,13 @@ SETTINGS: tuple[Setting, ...] = (
             'Pager for results: "auto" pages output taller or wider than the terminal, "off" never pages,\n'
             'anything else is the command to page with, e.g. "less -SRXF". Default: {default}.', _pager),
     Setting("stages", str, "sl,nc,cw",
-            "Which of ROUTE's stages run, comma-separated: sl (schema linking), vote (many candidates voted\n"
-            "by their results), nc (noise correction), cw (continuation writing). Text-to-SQL always runs;\n"
+            "Which of ROUTE's stages run, comma-separated: values (the question's words matched to stored\n"
+            "values), sl (schema linking), vote (many candidates voted by their results), repair (unknown\n"
+            "names renamed to the schema's), nc (noise correction), cw (continuation writing). Text-to-SQL always runs;\n"
             '"ts" alone is plain prompting, "all" is every stage. Default: {default}.',
             _stages,
-            flag=Flag(("--stages",), "pipeline stages for questions: sl,nc,cw (the default), sl,vote,nc,cw "
-                      "(all), ts (plain prompting), ...", metavar="STAGES")),
+            flag=Flag(("--stages",), "pipeline stages for questions: sl,nc,cw (the default), all "
+                      "(values,sl,vote,repair,nc,cw), ts (plain prompting), ...", metavar="STAGES")),
     Setting("show_stages", bool, False,
             "Start with the \\stages view on, showing what each stage did: true or false. Default: {default}.",
             _true_or_false),

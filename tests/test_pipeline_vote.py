@@ -83,8 +83,8 @@ def test_when_nothing_executes_correction_sees_the_greedy_error(db, schema):
 
 
 def test_all_means_every_stage_and_vote_is_named_in_the_label():
-    assert StageConfig.parse("all") == StageConfig(vote=True, repair=True)
-    assert StageConfig.parse("all").label() == "ts,sl,vote,repair,nc,cw"
+    assert StageConfig.parse("all") == StageConfig(vote=True, repair=True, values=True)
+    assert StageConfig.parse("all").label() == "ts,values,sl,vote,repair,nc,cw"
     assert StageConfig.parse("mcp") == StageConfig()
     assert StageConfig.parse("sl,vote,nc,cw").label() == "ts,sl,vote,nc,cw"
     assert not StageConfig.parse("sl,nc,cw").vote

@@ -23,6 +23,7 @@ from typing import Any
 from routesh.cancel import CancelToken
 from routesh.db.base import Database, ExecOptions
 from routesh.db.schema import Schema
+from routesh.db.values import ValueIndex
 from routesh.engine.base import Engine
 from routesh.errors import RoutesError, UsageError
 from routesh.evaluate.compare import any_match
@@ -165,9 +166,10 @@ class _Databases:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._schemas: dict[str, Schema] = {}
+        self._values: dict[str, ValueIndex] = {}  # one per database, shared by the threads asking of it
         self._open: dict[int, tuple[str, Database]] = {}  # thread → (database key, its connection)
 
-    def get(self, ex: Example) -> tuple[Database, Schema]:
+    def get(self, ex: Example) -> tuple[Database, Schema, ValueIndex]:
         where, thread = database_key(ex), threading.get_ident()
         with self._lock:
             held = self._open.get(thread)
@@ -177,7 +179,8 @@ class _Databases:
                 self._open[thread] = held = (where, open_database(ex))
             if where not in self._schemas:
                 self._schemas[where] = held[1].introspect(samples=SCHEMA_SAMPLES)
-            return held[1], self._schemas[where]
+                self._values[where] = ValueIndex(self._schemas[where])
+            return held[1], self._schemas[where], self._values[where]
 
     def close(self) -> None:
         with self._lock:
@@ -189,16 +192,16 @@ class _Databases:
 def _ask_in_turn(ex: Example, databases: _Databases, engine: Engine, options: PipelineOptions,
                  cancel: CancelToken) -> Receipt:
     cancel.check()  # cancelled before its turn came
-    db, schema = databases.get(ex)
-    return ask_one(ex, db, schema, engine, options, cancel=cancel)
+    db, schema, value_index = databases.get(ex)
+    return ask_one(ex, db, schema, engine, options, cancel=cancel, value_index=value_index)
 
 
 def ask_one(ex: Example, db: Database, schema: Schema, engine: Engine, options: PipelineOptions, *,
-            cancel: CancelToken | None = None) -> Receipt:
+            cancel: CancelToken | None = None, value_index: ValueIndex | None = None) -> Receipt:
     started = time.perf_counter()
     events: list[Any] = []  # what was done before a crash, for its receipt
     try:
-        answer = Pipeline(engine, db, schema, options=options).ask(
+        answer = Pipeline(engine, db, schema, options=options, value_index=value_index).ask(
             ex.question or "", ex.hint, cancel=cancel,
             on_event=lambda e: events.append(e) if isinstance(e, StageEvent) else None)
     except RecursionError:

@@ -28,4 +28,5 @@ class PipelineOptions:
     vote_k: int = 4  # candidates the vote asks for: the greedy one and vote_k − 1 sampled (K chosen on spider-train)
     vote_temperature: float = 0.7
     vote_seed: int = 0  # sampled candidate i draws with seed vote_seed + i: a question answers the same way
+    values_budget: float = 1.0  # seconds a question may spend indexing stored values (the index is kept)
     vote_rows: int = 500  # rows a candidate's vote run fetches, well above the preview

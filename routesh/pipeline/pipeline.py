@@ -1,6 +1,8 @@
 """ROUTE's multitask collaboration prompting (MCP): one question in, checked SQL (or a reasoned
 abstention) out.
 
+    0. with `values`, the question's words matched to stored values, shown first among their columns'
+       examples in every schema text below (values.py)
     1. schema linking ‖ pseudo-SQL on the full schema, in one batched model call
     2. reduced schema = linked columns ∪ the pseudo-SQL's columns ∪ foreign-key paths joining them
     3. SQL generation on the reduced schema (with more example values); with `vote`, K candidates and
@@ -22,7 +24,8 @@ from routesh.cancel import CancelToken
 from routesh.db.base import Database
 from routesh.db.schema import Schema
 from routesh.engine.base import Engine
-from routesh.pipeline import schema_texts, steps, vote
+from routesh.db.values import ValueIndex
+from routesh.pipeline import schema_texts, steps, values, vote
 from routesh.pipeline.options import PipelineOptions
 from routesh.pipeline.run import QuestionRun
 from routesh.pipeline.stages import Answer, EventSink, Stage
@@ -31,11 +34,15 @@ from routesh.sql.parse import same_sql
 
 class Pipeline:
     def __init__(self, engine: Engine, database: Database, schema: Schema, *,
-                 options: PipelineOptions | None = None):
+                 options: PipelineOptions | None = None, value_index: ValueIndex | None = None):
+        """value_index: the stored values of `database` for the `values` stage, kept by whoever asks many
+        questions of one database (the shell's session, routesh-eval); without it this pipeline makes
+        its own."""
         self.engine = engine
         self.database = database
         self.schema = schema
         self.options = options or PipelineOptions()
+        self.value_index = value_index
 
     def ask(self, question: str, hint: str | None = None, *, cancel: CancelToken | None = None,
             on_event: EventSink | None = None) -> Answer:
@@ -44,12 +51,18 @@ class Pipeline:
         run = QuestionRun(self.engine, self.database, self.schema, self.options, question, hint,
                           cancel or CancelToken(), on_event, Answer(question=question, sql=None, reason=""))
         opts, stages = self.options, self.options.stages
-        full_text = schema_texts.full_text(self.schema, question, opts)
+
+        # 0: the question's words matched to stored values; run.schema shows them from here on
+        if stages.values:
+            if self.value_index is None:
+                self.value_index = ValueIndex(self.schema)
+            values.link_values(run, self.value_index)
+        full_text = schema_texts.full_text(run.schema, question, opts)
 
         # 1-2: linking and the pseudo-SQL (one batch), merged into the reduced schema
         if stages.linking:
             keep, pseudo = steps.link(run, full_text)
-            schema_text = schema_texts.reduced_text(self.schema, question, keep, opts)
+            schema_text = schema_texts.reduced_text(run.schema, question, keep, opts)
         else:
             pseudo, schema_text = None, full_text
 

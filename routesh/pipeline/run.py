@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from routesh.cancel import CancelToken
 from routesh.db.base import Database
@@ -33,6 +33,7 @@ class QuestionRun:
     cancel: CancelToken
     sink: EventSink | None
     answer: Answer
+    matched: ReducedSchema = field(default_factory=dict)  # columns holding a value the question names
 
     @property
     def dialect(self) -> str:

@@ -14,6 +14,7 @@ class Stage(StrEnum):
     """Every step a question's events can name. The values are what receipts, `--stages` and the
     training data spell; a StrEnum, so a receipt's "nc" and Stage.NC compare equal."""
 
+    VALUES = "values"  # the question's words matched to stored values
     SL = "sl"  # schema linking
     PSEUDO = "pseudo"  # text-to-SQL on the full schema, asked beside the linking
     MERGE = "merge"  # the reduced schema
@@ -27,8 +28,8 @@ class Stage(StrEnum):
     FINAL = "final"  # the answer, or the abstention
 
 
-# what `--stages` names: ROUTE's four tasks, and the vote and the repair
-STAGES = (Stage.SL, Stage.TS, Stage.VOTE, Stage.REPAIR, Stage.NC, Stage.CW)
+# what `--stages` names: ROUTE's four tasks, and the value linking, the vote and the repair
+STAGES = (Stage.VALUES, Stage.SL, Stage.TS, Stage.VOTE, Stage.REPAIR, Stage.NC, Stage.CW)
 REVISING = frozenset({Stage.FALLBACK, Stage.REPAIR, Stage.NC, Stage.CW})  # steps that can replace the candidate
 
 
@@ -42,6 +43,7 @@ class StageConfig:
     continuation: bool = True
     vote: bool = False
     repair: bool = False
+    values: bool = False
 
     @classmethod
     def parse(cls, text: str) -> StageConfig:
@@ -50,16 +52,16 @@ class StageConfig:
         if unknown:
             raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; choose from {', '.join(STAGES)}")
         if "all" in names:
-            return cls(vote=True, repair=True)
+            return cls(vote=True, repair=True, values=True)
         if "mcp" in names:  # the paper's pipeline, exactly
             return cls()
         return cls(linking=Stage.SL in names, correction=Stage.NC in names, continuation=Stage.CW in names,
-                   vote=Stage.VOTE in names, repair=Stage.REPAIR in names)
+                   vote=Stage.VOTE in names, repair=Stage.REPAIR in names, values=Stage.VALUES in names)
 
     def label(self) -> str:
-        on = [Stage.TS] + [name for name, flag in ((Stage.SL, self.linking), (Stage.VOTE, self.vote),
-                                                   (Stage.REPAIR, self.repair), (Stage.NC, self.correction),
-                                                   (Stage.CW, self.continuation)) if flag]
+        flags = ((Stage.VALUES, self.values), (Stage.SL, self.linking), (Stage.VOTE, self.vote),
+                 (Stage.REPAIR, self.repair), (Stage.NC, self.correction), (Stage.CW, self.continuation))
+        on = [Stage.TS] + [name for name, flag in flags if flag]
         return ",".join(on)
 
 

@@ -42,6 +42,9 @@ def link(run: QuestionRun, full_text: str) -> tuple[ReducedSchema, Sql | None]:
              artifact=pseudo.text if pseudo else None, accepted=pseudo is not None, completion=ts_out,
              seconds=seconds / 2)
     keep = linking.reduced_keep(run.schema, linked, used)
+    for table, columns in run.matched.items():  # a kept table's column holding a value the question names
+        if table in keep:
+            keep[table] |= columns
     bridged = set(keep) - set(linked) - set(used) if linked or used else set()  # else: the whole schema
     run.emit(Stage.MERGE, f"{len(keep)} of {len(run.schema.tables)} tables kept"
              + (f" (+{', '.join(sorted(bridged))} to join them)" if bridged else ""),

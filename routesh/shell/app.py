@@ -171,7 +171,8 @@ def ask(session: ShellSession, question: str) -> Answer | None:
             elif session.show_stages:
                 view.add_line(event_line(event))
 
-        pipeline = Pipeline(engine, session.db, schema, options=PipelineOptions(stages=session.stages))
+        pipeline = Pipeline(engine, session.db, schema, options=PipelineOptions(stages=session.stages),
+                            value_index=session.value_index(schema))
         with session.db_lock:
             return pipeline.ask(question, cancel=token, on_event=report)
 

@@ -15,6 +15,7 @@ from prompt_toolkit.styles import BaseStyle
 
 from routesh.db import Database, ExecOptions
 from routesh.db.schema import Schema
+from routesh.db.values import ValueIndex
 from routesh.pipeline.options import SCHEMA_SAMPLES
 from routesh.pipeline.stages import Answer, StageConfig
 from routesh.shell.modelload import ModelLoader
@@ -47,6 +48,7 @@ class ShellSession:
     db_lock: threading.RLock = field(default_factory=threading.RLock)
     _schema: Schema | None = None
     _schema_ready: threading.Event = field(default_factory=threading.Event)
+    _values: ValueIndex | None = None
 
     # ---- the schema, introspected in the background and after DDL ---------------------------------
 
@@ -77,6 +79,13 @@ class ShellSession:
             with self.db_lock:
                 self._schema = self.db.introspect(samples=SCHEMA_SAMPLES)
         return self._schema
+
+    def value_index(self, schema: Schema) -> ValueIndex:
+        """The stored values the `values` stage matches questions to, kept across questions and built
+        anew when the schema was read anew (after DDL or writes)."""
+        if self._values is None or self._values.schema is not schema:
+            self._values = ValueIndex(schema)
+        return self._values
 
     # ---- printing --------------------------------------------------------------------------------
 

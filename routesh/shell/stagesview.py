@@ -11,7 +11,7 @@ from prompt_toolkit.formatted_text import FormattedText
 from routesh.pipeline.stages import Answer, Stage, StageEvent
 
 LABELS = {
-    Stage.SL: "linking", Stage.PSEUDO: "pseudo-SQL", Stage.MERGE: "merge", Stage.TS: "generation",
+    Stage.VALUES: "values", Stage.SL: "linking", Stage.PSEUDO: "pseudo-SQL", Stage.MERGE: "merge", Stage.TS: "generation",
     Stage.VOTE: "vote", Stage.REPAIR: "repair", Stage.EXECUTE: "execute", Stage.FALLBACK: "fallback",
     Stage.NC: "correction", Stage.CW: "continuation",
     Stage.FINAL: "final",
@@ -64,7 +64,7 @@ def trace(answer: Answer) -> FormattedText:
         if event.raw:
             out.append(("class:stage.raw", _indent("model said:\n" + event.raw.strip())))
         if event.artifact is not None and event.stage != Stage.FINAL and not _echoes(event):
-            label = "candidates:\n" if event.stage == Stage.VOTE else "parsed:\n"
+            label = {Stage.VOTE: "candidates:\n", Stage.VALUES: "matches:\n"}.get(event.stage, "parsed:\n")
             out.append(("class:stage.artifact", _indent(label + _show(event.artifact, event.stage))))
     verdict = f"SQL: {answer.sql}" if answer.sql else f"abstained: {answer.reason}"
     if answer.agreement:
@@ -84,6 +84,9 @@ def _show(artifact: object, stage: Stage | None = None) -> str:
         return artifact
     if stage == Stage.VOTE and isinstance(artifact, list):
         return "\n".join(_ballot_line(c) for c in artifact if isinstance(c, dict))
+    if stage == Stage.VALUES and isinstance(artifact, list):
+        return "\n".join(f"{m.get('phrase')!r} → {m.get('table')}.{m.get('column')} = {m.get('value')!r} ({m.get('how')})"
+                         for m in artifact if isinstance(m, dict))
     try:
         return json.dumps(artifact, ensure_ascii=False)
     except TypeError:
