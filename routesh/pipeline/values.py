@@ -6,8 +6,11 @@ a table that linking keeps is kept too.
     phrases    the question's quoted literals and its 1–4-word runs that neither start nor end with a
                stop word, longest first
     exact      a phrase equal to a stored value, case, accents and punctuation aside ('lyon' → 'Lyon')
-    contains   a phrase found as whole words inside a longer value ('tesla' → 'Tesla Motors')
+    contains   a phrase found as whole words inside a longer value ('tesla' → 'Tesla Motors'), unless
+               its words are the schema's own ('city' is inside 'Kansas City', but names a column)
     near       a phrase spelled almost like a value (difflib ratio ≥ NEAR_CUTOFF; 'Franse' → 'France')
+
+Tuned on spider-train with bench/values_recall.py (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from routesh.db.values import StoredValue, ValueIndex, normalize
 from routesh.pipeline.linking import ReducedSchema
 from routesh.pipeline.run import QuestionRun
 from routesh.pipeline.stages import Stage
+from routesh.sql.repair import words as name_words
 
 MAX_WORDS = 4
-NEAR_CUTOFF = 0.85
+NEAR_CUTOFF = 0.9  # 0.75–0.9 found as much on spider-train; 0.9 matched the least noise
 MIN_NEAR_CHARS = 4  # shorter words are too often one letter away from some unrelated value
 PER_COLUMN = 3  # matched values shown per column
 PER_PHRASE = 6  # a phrase held by more values than this (in 'contains') is too common to mean one
@@ -77,15 +81,27 @@ def find(index: ValueIndex, question: str) -> list[ValueMatch]:
     found: list[ValueMatch] = []
     matched: list[str] = []
     pending = phrases(question)
+    schema_words = _schema_words(index.schema)
     for how in ("exact", "contains", "near"):
         for phrase in pending:
             if any(f" {phrase} " in f" {longer} " for longer in matched):
+                continue
+            if how == "contains" and all(_singular(w) in schema_words for w in phrase.split()):
                 continue
             hits = _lookup(index, phrase, how)
             if hits:
                 found += [ValueMatch(phrase, stored, how) for stored in hits]
                 matched.append(phrase)
     return _bounded(found)
+
+
+def _singular(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def _schema_words(schema: Schema) -> set[str]:
+    names = [t.name for t in schema.tables] + [c.name for t in schema.tables for c in t.columns]
+    return {_singular(w) for name in names for w in name_words(name)}
 
 
 def _lookup(index: ValueIndex, phrase: str, how: str) -> list[StoredValue]:
@@ -140,11 +156,11 @@ def matched_columns(matches: list[ValueMatch]) -> ReducedSchema:
 
 
 def _named_by(question: str) -> set[str]:
-    return {w.rstrip("s") for w in normalize(question).split() if w not in STOP_WORDS}
+    return {_singular(w) for w in normalize(question).split() if w not in STOP_WORDS}
 
 
 def _mentioned(words: set[str], table: Table) -> bool:
-    return any(w.rstrip("s") in words for w in normalize(table.name.replace("_", " ")).split())
+    return any(_singular(w) in words for w in name_words(table.name))
 
 
 def link_values(run: QuestionRun, index: ValueIndex) -> None:
