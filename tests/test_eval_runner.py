@@ -203,7 +203,7 @@ def test_routesh_eval_rejects_an_unknown_stage():
     run = _routesh_eval("--stages", "ts,xx", "--limit", "1")
     assert run.returncode == 1
     assert run.stderr.strip().splitlines() == [
-        "routesh-eval: unknown stage(s) xx; choose from sl, ts, vote, repair, nc, cw"]
+        "routesh-eval: unknown stage(s) xx; choose from values, sl, ts, vote, repair, nc, cw"]
 
 
 @pytest.mark.postgres
