@@ -174,3 +174,12 @@ def test_edit_opens_the_last_sql_in_the_editor_and_prefills_the_result(session, 
     monkeypatch.setenv("VISUAL", str(tmp_path / "no-such-editor"))
     with pytest.raises(UsageError, match="editor not found"):
         run(session, "\\e")
+
+
+def test_the_value_index_is_kept_across_questions_and_rebuilt_with_the_schema(session):
+    schema = session.schema()
+    index = session.value_index(schema)
+    assert session.value_index(schema) is index  # the next question reuses what was read
+    session.refresh_schema().join()  # as after DDL or writes
+    fresh = session.schema()
+    assert fresh is not schema and session.value_index(fresh) is not index
