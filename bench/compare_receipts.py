@@ -6,6 +6,7 @@
     python bench/compare_receipts.py before.jsonl after.jsonl
 
 Receipts are matched by question index; exit 0 when every question's final SQL (and verdict) is the same.
+The last line counts the questions right in each and those gained and lost (the ablation tables' column).
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ def main() -> int:
     only = sorted(set(before) ^ set(after))
     print(f"{len(common)} questions in both; {len(changed)} with different final SQL or verdict"
           + (f"; {len(only)} in only one file" if only else ""))
+    gained = sum(after[i]["correct"] and not before[i]["correct"] for i in common)
+    lost = sum(before[i]["correct"] and not after[i]["correct"] for i in common)
+    right = (sum(before[i]["correct"] for i in common), sum(after[i]["correct"] for i in common))
+    print(f"right: {right[0]} before, {right[1]} after; gained {gained}, lost {lost}")
     return 1 if changed or only else 0
 
 
