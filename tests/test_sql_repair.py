@@ -44,6 +44,10 @@ def test_words_split_on_case_and_underscores():
     ("SELECT name FROM singer WHERE singer_id IN (SELECT singerid FROM singer_in_concert)",
      ("SELECT name FROM singer WHERE singer_id IN (SELECT Singer_ID FROM singer_in_concert)",
       "singerid → Singer_ID")),
+    # the wrong alias, not a wrong name: the one other table of the scope that has the column
+    ("SELECT T2.Name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.Singer_ID = T2.Singer_ID",
+     ("SELECT T1.Name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.Singer_ID = T2.Singer_ID",
+      "T2.Name → T1.Name")),
 ])
 def test_unknown_names_become_the_closest_existing_ones(schema, sql, expected):
     assert fixed(sql, schema) == expected
@@ -59,6 +63,8 @@ def test_unknown_names_become_the_closest_existing_ones(schema, sql, expected):
     "WITH t AS (SELECT Name FROM singer) SELECT Name FROM t",  # a CTE is not a missing table
     "SELECT Name FROM singer UNION SELECT Name FROM stadium ORDER BY Name",
     "SELECT FROM WHERE",  # does not parse
+    # the wrong alias, with two tables that have the column: not renamed to a similar column
+    "SELECT T1.concert_ID FROM singer AS T1 JOIN singer_in_concert AS T2 JOIN concert AS T3 ON T2.concert_ID = T3.concert_ID",
 ])
 def test_left_alone(schema, sql):
     assert fixed(sql, schema) is None

@@ -1,7 +1,9 @@
 """Unknown names fixed by the schema, not by the model: every table a query reads and every column it
 names is looked up in the schema, scope by scope (aliases, CTEs and derived tables through sqlglot's
-scopes, as usage.py resolves them). A table the schema lacks becomes its closest table; a column that
-none of the tables in its scope has becomes the best-matching column of those tables. Names are compared
+scopes, as usage.py resolves them). A table the schema lacks becomes its closest table. A qualified column
+its table lacks but one other table of the scope has gets that table's qualifier (`T2.PetID` → `T3.PetID`);
+one that several have is left alone. A column that none of the tables in its scope has becomes the
+best-matching column of those tables. Names are compared
 by their words (split on case and underscores: `listPrice`, `list_price` → list, price) and by string
 similarity; a rename needs a score above the threshold and a clear winner, else the name is left as it
 is (a guess the database then refuses is worse than the error it had). The pipeline takes a repaired
@@ -143,6 +145,13 @@ def _repair_columns(scope: Scope, schema: Schema, dialect: str, threshold: float
         if not column.table and (isinstance(scope.expression, exp.SetOperation)
                                  or is_projection_alias(scope, column.name) or _outer_has(scope, column.name, schema)):
             continue  # ORDER BY cnt (`COUNT(*) AS cnt`), a UNION's output column, or an outer query's column
+        owners = _owners(scope, column.name, schema) if column.table else []
+        if len(owners) == 1:  # T2.PetID where only T3 has PetID: the qualifier was wrong, not the name
+            renames.append(Rename(f"{column.table}.{column.name}", f"{owners[0]}.{column.name}"))
+            column.set("table", exp.to_identifier(owners[0], quoted=_needs_quotes(owners[0])))
+            continue
+        if owners:
+            continue  # several tables have it: which one was meant is a guess, and renaming it is wrong
         match = best_match(column.name, ((c.name, words(t.name)) for t in tables for c in t.columns), threshold)
         if match is None:
             continue
@@ -168,6 +177,17 @@ def _scope_tables(scope: Scope, qualifier: str, schema: Schema) -> list[Table] |
             return None
         out.append(table)
     return out
+
+
+def _owners(scope: Scope, name: str, schema: Schema) -> list[str]:
+    """The tables of this scope (as the scope names them: alias or table) that have the column `name`."""
+    owners = []
+    for alias, (_, source) in scope.selected_sources.items():
+        if isinstance(source, exp.Table) and is_real_table(source):
+            table = schema.table(_written_table(source))
+            if table is not None and table.column(name):
+                owners.append(alias)
+    return owners
 
 
 def _outer_has(scope: Scope, name: str, schema: Schema) -> bool:
