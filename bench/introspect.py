@@ -88,13 +88,27 @@ def analyze(dsn: str) -> None:
         conn.execute("ANALYZE")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str) -> argparse.Namespace:
+    """The options of the benchmarks on this many-table database (this one and bench/values.py)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--tables", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--pg-dsn", help="an admin DSN of a PostgreSQL server to benchmark too")
     parser.add_argument("--start-pg", action="store_true", help="start a throwaway PostgreSQL server for it")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def postgres_admin(args: argparse.Namespace, stack: contextlib.ExitStack) -> str | None:
+    """--pg-dsn, or the admin DSN of a throwaway server kept running until `stack` closes (--start-pg)."""
+    if args.start_pg:
+        from routesh.evaluate.pgserver import start_server  # noqa: PLC0415
+
+        return stack.enter_context(start_server()).admin_dsn
+    return args.pg_dsn
+
+
+def main() -> None:
+    args = arguments(__doc__.splitlines()[0])
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, python {platform.python_version()}, "
           f"sqlite {sqlite3.sqlite_version}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,12 +117,7 @@ def main() -> None:
         for label, seconds in time_introspection(str(path), args.repeat).items():
             print(f"sqlite     {args.tables} tables, {label:12}: median {seconds * 1000:8.1f} ms over {args.repeat} runs")
     with contextlib.ExitStack() as stack:
-        admin = args.pg_dsn
-        if args.start_pg:
-            from routesh.evaluate.pgserver import start_server  # noqa: PLC0415
-
-            server = stack.enter_context(start_server())
-            admin = server.admin_dsn
+        admin = postgres_admin(args, stack)
         if admin:
             dsn = build_postgres(admin, args.tables)
             # Never analyzed, routesh counts small tables exactly; once analyzed, it reads the estimates.

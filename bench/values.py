@@ -15,7 +15,6 @@ and whether the first question found its value.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import platform
@@ -28,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from introspect import build_postgres, build_sqlite  # noqa: E402
+from introspect import arguments, build_postgres, build_sqlite, postgres_admin  # noqa: E402
 from machine import cpu_model  # noqa: E402
 from routesh.db import connect  # noqa: E402
 from routesh.db.values import ValueIndex  # noqa: E402
@@ -73,12 +72,7 @@ def report(label: str, numbers: dict[str, float | str]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tables", type=int, default=1000)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--pg-dsn", help="an admin DSN of a PostgreSQL server to benchmark too")
-    parser.add_argument("--start-pg", action="store_true", help="start a throwaway PostgreSQL server for it")
-    args = parser.parse_args()
+    args = arguments(__doc__.splitlines()[0])
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, python {platform.python_version()}, "
           f"sqlite {sqlite3.sqlite_version}; {args.tables} tables, medians of {args.repeat} runs")
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,11 +80,7 @@ def main() -> None:
         build_sqlite(path, args.tables)
         report("sqlite", measure(str(path), args.repeat))
     with contextlib.ExitStack() as stack:
-        admin = args.pg_dsn
-        if args.start_pg:
-            from routesh.evaluate.pgserver import start_server  # noqa: PLC0415
-
-            admin = stack.enter_context(start_server()).admin_dsn
+        admin = postgres_admin(args, stack)
         if admin:
             report("postgresql", measure(build_postgres(admin, args.tables), args.repeat))
 
