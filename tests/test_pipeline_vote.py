@@ -126,3 +126,14 @@ def test_repair_without_the_vote_fixes_the_one_candidate(db, schema):
     answer, _ = ask(db, schema, pseudo=sql(BROKEN), candidates=["```sql\nSELECT T1.Nme FROM singer AS T1\n```"],
                     stages="sl")
     assert answer.abstained and not any(e.stage == Stage.REPAIR for e in answer.events)  # off: not tried
+
+
+def test_repair_fixes_a_join_on_a_column_equal_to_itself_in_sql_that_runs(db, schema):
+    crossed = GOOD.replace("ON T1.Singer_ID = T2.Singer_ID", "ON T2.Singer_ID = T2.Singer_ID")
+    assert db.execute(crossed).rows  # it runs: a cross join with every concert's singer list
+    answer, _ = ask(db, schema, pseudo=sql(BROKEN), candidates=[sql(crossed)], stages="sl,repair")
+    assert answer.sql == GOOD.replace("ON T1.Singer_ID = T2.Singer_ID", "ON T2.Singer_ID = T1.Singer_ID")
+    assert results_match(answer.result.rows, db.execute(GOOD).rows, ordered=False)
+    repair = next(e for e in answer.events if e.stage == Stage.REPAIR)
+    assert repair.accepted and repair.summary == (
+        "candidate: T2.Singer_ID = T2.Singer_ID → T2.Singer_ID = T1.Singer_ID")

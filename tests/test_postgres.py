@@ -275,6 +275,22 @@ def test_introspect_schemas_quoting_and_kinds(mixed_dsn: str) -> None:
     assert schema.table("sales.orders") is orders
 
 
+def test_introspect_off_the_search_path_when_it_holds_no_table(defog_db: Callable[[str], str]) -> None:
+    # ewallet keeps every table in consumer_div, which is not on the search path: shown qualified
+    db = PostgresDatabase.connect(defog_db("ewallet"))
+    try:
+        schema = db.introspect(samples=1)
+        names = [t.display_name for t in schema.tables]
+        assert "consumer_div.users" in names and all(n.startswith("consumer_div.") for n in names)
+        users = schema.table("consumer_div.users")
+        assert users is not None and users.column("username") is not None and users.row_count
+        fks = {fk.ref_table for t in schema.tables for fk in t.foreign_keys}
+        assert "consumer_div.users" in fks
+        assert db.execute(f"SELECT COUNT(*) FROM {names[0]}").rows[0][0] >= 0
+    finally:
+        db.close()
+
+
 def test_introspect_estimates_and_awkward_relations(pg_server: PgServer) -> None:
     dsn = pg_server.create_database("analyzed", sql_text="""
         CREATE TABLE big (id integer);

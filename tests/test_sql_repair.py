@@ -48,6 +48,10 @@ def test_words_split_on_case_and_underscores():
     ("SELECT T2.Name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.Singer_ID = T2.Singer_ID",
      ("SELECT T1.Name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.Singer_ID = T2.Singer_ID",
       "T2.Name → T1.Name")),
+    # a qualifier that names no table of the query: the one table that has the column
+    ("SELECT T3.Name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.Singer_ID = T2.Singer_ID",
+     ("SELECT T1.Name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.Singer_ID = T2.Singer_ID",
+      "T3.Name → T1.Name")),
 ])
 def test_unknown_names_become_the_closest_existing_ones(schema, sql, expected):
     assert fixed(sql, schema) == expected
@@ -63,6 +67,8 @@ def test_unknown_names_become_the_closest_existing_ones(schema, sql, expected):
     "WITH t AS (SELECT Name FROM singer) SELECT Name FROM t",  # a CTE is not a missing table
     "SELECT Name FROM singer UNION SELECT Name FROM stadium ORDER BY Name",
     "SELECT FROM WHERE",  # does not parse
+    # a qualifier that names no table, for a column two tables have
+    "SELECT T3.Singer_ID FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.Singer_ID = T2.Singer_ID",
     # the wrong alias, with two tables that have the column: not renamed to a similar column
     "SELECT T1.concert_ID FROM singer AS T1 JOIN singer_in_concert AS T2 JOIN concert AS T3 ON T2.concert_ID = T3.concert_ID",
 ])
@@ -86,5 +92,21 @@ def test_the_demo_question_that_abstained(tmp_path):
         repaired = repair_names(sql, "sqlite", schema)
         assert repaired is not None and repaired.summary() == "p.price → p.list_price"
         assert db.execute(repaired.sql).rows
+    finally:
+        db.close()
+
+
+def test_a_table_outside_the_search_path_gets_its_schema(defog_db):
+    from routesh.db.postgres import PostgresDatabase
+
+    db = PostgresDatabase.connect(defog_db("ewallet"))
+    try:
+        schema = db.introspect(samples=0)
+        written = "SELECT u.username, COUNT(*) FROM users AS u JOIN consumer_div.notifications AS n ON n.user_id = u.uid " \
+                  "GROUP BY u.username"
+        fixed = repair_names(written, "postgres", schema)
+        assert fixed.summary() == "users → consumer_div.users"
+        assert fixed.sql.startswith("SELECT u.username, COUNT(*) FROM consumer_div.users AS u JOIN")
+        assert db.execute(fixed.sql).rows
     finally:
         db.close()

@@ -283,8 +283,9 @@ class PostgresDatabase:
 
     def introspect(self, *, samples: int = 3) -> Schema:
         """Every table, view, materialized view, partitioned and foreign table in the non-system
-        schemas on the search path, read in a few set-based catalog queries inside a read-only
-        transaction that is rolled back."""
+        schemas on the search path (when those hold none, in every schema the user may use, shown
+        schema-qualified), read in a few set-based catalog queries inside a read-only transaction that
+        is rolled back."""
         conn = self._live_connection()
         try:
             conn.execute("BEGIN READ ONLY")
@@ -439,12 +440,15 @@ class _Introspection:
         self.samples = samples
 
     def run(self) -> Schema:
-        schemas = self._schemas()
-        if not schemas:
+        on_path = self._schemas()
+        default = on_path[0] if on_path else ""
+        params = {"schemas": on_path}
+        relations = [_relation(row) for row in self.conn.execute(_RELATIONS, params).fetchall()] if on_path else []
+        if not relations:  # nothing on the search path (all in `consumer_div`, say): every schema one may use
+            params = {"schemas": on_path + [s for s in self._usable_schemas() if s not in on_path]}
+            relations = [_relation(row) for row in self.conn.execute(_RELATIONS, params).fetchall()]
+        if not relations:
             return Schema("postgres", ())
-        default = schemas[0]
-        params = {"schemas": schemas}
-        relations = [_relation(row) for row in self.conn.execute(_RELATIONS, params).fetchall()]
         columns: dict[int, list[Column]] = {}
         for oid, name, type_, notnull, default_expr, comment in self.conn.execute(_COLUMNS, params):
             columns.setdefault(oid, []).append(Column(name, type_, not notnull, False, default_expr, comment))
@@ -470,6 +474,11 @@ class _Introspection:
                 comment=rel.comment, display_name=_display_name(rel.schema, rel.name, default),
             ))
         return Schema("postgres", tuple(tables))
+
+    def _usable_schemas(self) -> list[str]:
+        rows = self.conn.execute("SELECT nspname::text FROM pg_namespace WHERE has_schema_privilege(oid, 'USAGE') "
+                                 "ORDER BY nspname COLLATE \"C\"").fetchall()
+        return [r[0] for r in rows if r[0] not in _SYSTEM_SCHEMAS and not r[0].startswith("pg_")]
 
     def _schemas(self) -> list[str]:
         row = self.conn.execute("SELECT current_schemas(false)").fetchone()

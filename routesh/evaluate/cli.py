@@ -11,10 +11,11 @@ runs every gold query through the read-only path instead (a check of the guard a
     routesh-eval --data my-questions.jsonl --stages ts
     routesh-eval --data ../shared/data/spider/dev.json --db-dir ../shared/data/spider/database --limit 20
 
---data is spider-dev, spider-train, postgres-defog or a FILE: JSON (a list) or JSONL records with
+--data is spider-dev, spider-train, postgres-defog, postgres-defog-instruct (104 other questions on 4 of
+its databases, the set to tune PostgreSQL changes on) or a FILE: JSON (a list) or JSONL records with
 question, query (gold SQL), db_id and db_path (a SQLite file, relative to FILE's folder) or dsn
 (PostgreSQL), optional hint and category; without db_path/dsn, --db-dir DIR gives DIR/<db_id>/<db_id>.sqlite.
-postgres-defog needs a PostgreSQL server: --pg-dsn ADMIN_DSN (a superuser, or a role that may create
+The postgres-defog sets need a PostgreSQL server: --pg-dsn ADMIN_DSN (a superuser, or a role that may create
 databases: each needed database is loaded once as defog_<db> and reused afterwards) or --start-pg.
 """
 
@@ -31,7 +32,7 @@ from tqdm import tqdm
 from routesh.db.dsn import redact
 from routesh.engine import BACKENDS
 from routesh.errors import RoutesError, UsageError
-from routesh.evaluate.datasets import DATA_SETS, DEFOG, Example, load_data
+from routesh.evaluate.datasets import DATA_SETS, DEFOG_SETS, Example, load_data
 from routesh.evaluate.gold import check_gold
 from routesh.pipeline.options import PipelineOptions
 
@@ -46,9 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "without db_path or dsn (Spider's layout)")
     server = parser.add_mutually_exclusive_group()
     server.add_argument("--pg-dsn", metavar="ADMIN_DSN",
-                        help="postgres-defog: a superuser DSN; its databases are loaded there as defog_<db>")
+                        help="postgres-defog*: a superuser DSN; its databases are loaded there as defog_<db>")
     server.add_argument("--start-pg", action="store_true",
-                        help="postgres-defog: start a throwaway PostgreSQL server for this run (initdb; needs the "
+                        help="postgres-defog*: start a throwaway PostgreSQL server for this run (initdb; needs the "
                              "server binaries)")
     parser.add_argument("--check-gold", action="store_true", help="run the gold SQL through the read-only path")
     parser.add_argument("--model", help="as routesh --model (default: the embedded model)")
@@ -91,10 +92,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
     is_file = args.data not in DATA_SETS
     if args.db_dir is not None and not is_file:
         raise UsageError("--db-dir applies to --data FILE only")
-    if (args.pg_dsn or args.start_pg) and args.data != DEFOG:
-        raise UsageError(f"--pg-dsn and --start-pg apply to --data {DEFOG} only (a FILE record names its own dsn)")
-    if args.data == DEFOG and not (args.pg_dsn or args.start_pg):
-        raise UsageError(f"--data {DEFOG} needs a PostgreSQL server: pass --pg-dsn ADMIN_DSN or --start-pg")
+    if (args.pg_dsn or args.start_pg) and args.data not in DEFOG_SETS:
+        raise UsageError(f"--pg-dsn and --start-pg apply to --data {' or '.join(DEFOG_SETS)} only "
+                         "(a FILE record names its own dsn)")
+    if args.data in DEFOG_SETS and not (args.pg_dsn or args.start_pg):
+        raise UsageError(f"--data {args.data} needs a PostgreSQL server: pass --pg-dsn ADMIN_DSN or --start-pg")
     if args.limit is not None and args.limit < 0:
         raise UsageError("--limit must be 0 or more")
     if args.jobs < 1:

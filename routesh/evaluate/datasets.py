@@ -19,7 +19,9 @@ from routesh.evaluate.alternatives import expand_gold
 DATA_ENV = "ROUTESH_DATA_DIR"
 SPIDER_SPLITS = ("spider-dev", "spider-train")
 DEFOG = "postgres-defog"
-DATA_SETS = (*SPIDER_SPLITS, DEFOG)
+DEFOG_TUNE = "postgres-defog-instruct"  # other questions on the same databases: tune PostgreSQL changes here
+DEFOG_SETS = (DEFOG, DEFOG_TUNE)
+DATA_SETS = (*SPIDER_SPLITS, *DEFOG_SETS)
 
 
 @dataclass(frozen=True)
@@ -99,15 +101,21 @@ def defog_dir() -> Path:
     return data_dir() / "postgres-defog"
 
 
-def load_defog() -> list[Example]:
-    """defog sql-eval's 210 PostgreSQL questions over 11 databases (databases/<db>.sql). The examples
-    have no DSN yet: pgload.attach_databases loads their databases on a server and fills it in."""
+def load_defog(name: str = DEFOG) -> list[Example]:
+    """defog sql-eval's 210 PostgreSQL questions over 11 databases (databases/<db>.sql), or with
+    DEFOG_TUNE its 104 instruct_basic + instruct_advanced questions over 4 of them (a separate set to
+    choose PostgreSQL prompts and repairs on, as Spider train is for Spider dev). The examples have no
+    DSN yet: pgload.attach_databases loads their databases on a server and fills it in."""
     root = defog_dir()
-    path = root / "questions_gen_postgres.csv"
-    if not path.is_file():
-        raise UsageError(f"cannot find {path}")
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    files = ("questions_gen_postgres.csv",) if name == DEFOG else (
+        "instruct_basic_postgres.csv", "instruct_advanced_postgres.csv")
+    rows = []
+    for file in files:
+        path = root / file
+        if not path.is_file():
+            raise UsageError(f"cannot find {path}")
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows += list(csv.DictReader(handle))
     out = []
     for i, row in enumerate(rows):
         setup = root / "databases" / f"{row['db_name']}.sql"
@@ -211,8 +219,8 @@ def load_data(name: str, *, db_dir: Path | None = None) -> list[Example]:
     """`--data`: a data set's name or a FILE."""
     if name in SPIDER_SPLITS:
         return load_spider(name)
-    if name == DEFOG:
-        return load_defog()
+    if name in DEFOG_SETS:
+        return load_defog(name)
     path = Path(name).expanduser()
     if not path.is_file():
         raise UsageError(f"--data {name}: neither a data set ({', '.join(DATA_SETS)}) nor a file")

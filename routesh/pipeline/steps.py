@@ -17,9 +17,13 @@ from routesh.pipeline.stages import Stage
 from routesh.pipeline.trial import Trial, run_trial
 from routesh.sql.extract import says_cannot_answer
 from routesh.sql.hardness import hardness
+from routesh.sql.mistakes import fix_mistakes
 from routesh.sql.parse import Sql, same_sql
-from routesh.sql.repair import repair_names
+from routesh.sql.dialect import postgres_rewrites
+from routesh.sql.repair import Repaired, repair_names
 from routesh.sql.truncate import truncate
+
+_MOST_REPAIRS = 4  # trial runs one failing candidate may cost the repair stage
 
 
 def link(run: QuestionRun, full_text: str) -> tuple[ReducedSchema, Sql | None]:
@@ -79,22 +83,47 @@ def fall_back_to_pseudo(run: QuestionRun, pseudo: Sql, weak: Trial) -> Trial:
 def repair(run: QuestionRun, trial: Trial, *, label: str = "candidate", row_limit: int | None = None,
            quiet: bool = False) -> Trial:
     """With `repair`: a failing candidate's unknown tables and columns renamed to the schema's closest
-    (routesh/sql/repair.py), taken only if the repaired SQL executes. `quiet` leaves the event to the
-    caller (the vote reports its candidates' repairs at once)."""
-    if trial.ran or not run.options.stages.repair:
+    (routesh/sql/repair.py) and, on PostgreSQL, other dialects' syntax rewritten (routesh/sql/dialect.py),
+    each rewrite with its names repaired too; the first repaired SQL that executes is taken. Then the
+    mistakes of SQL that runs are fixed (routesh/sql/mistakes.py), taken if the fixed SQL executes.
+    `quiet` leaves the events to the caller (the vote reports its candidates' repairs at once)."""
+    if not run.options.stages.repair:
         return trial
-    fix = repair_names(trial.query, run.dialect, run.schema)
-    if fix is None:
-        return trial
-    run.cancel.check()
-    attempt = replace(run_trial(run.database, Sql(fix.sql, run.dialect),
-                                row_limit=row_limit or run.options.preview_rows, timeout=run.options.timeout),
-                      repairs=fix.renames)
-    if not quiet:
+    if not trial.ran:
+        trial = _first_that_runs(run, trial, _repairs(trial.query, run), label, row_limit, quiet)
+    if trial.ran and (fix := fix_mistakes(trial.query, run.dialect, run.schema)):
+        trial = _first_that_runs(run, trial, [fix], label, row_limit, quiet)
+    return trial
+
+
+def _first_that_runs(run: QuestionRun, trial: Trial, fixes: list[Repaired], label: str, row_limit: int | None,
+                     quiet: bool) -> Trial:
+    """Run each fix in turn; the first that executes replaces the trial (its repairs added to the trial's)."""
+    attempt, fix = trial, None
+    for fix in fixes:
+        run.cancel.check()
+        attempt = replace(run_trial(run.database, Sql(fix.sql, run.dialect),
+                                    row_limit=row_limit or run.options.preview_rows, timeout=run.options.timeout),
+                          repairs=trial.repairs + fix.renames)
+        if attempt.ran:
+            break
+    if fix is not None and not quiet:  # the repair taken, or the last one tried
         run.emit(Stage.REPAIR, f"{label}: {fix.summary()}" if attempt.ran else f"{label}: {fix.summary()} still fails",
                  artifact=fix.sql, accepted=attempt.ran,
                  reason="the repaired SQL executes" if attempt.ran else f"it fails: {attempt.error}")
     return attempt if attempt.ran else trial
+
+
+def _repairs(sql: Sql, run: QuestionRun) -> list[Repaired]:
+    """The repairs to try in turn: the names alone, then (PostgreSQL) each dialect rewrite with its names
+    repaired as well (a misspelt column inside strftime() needs both)."""
+    out = []
+    if renamed := repair_names(sql, run.dialect, run.schema):
+        out.append(renamed)
+    for rewrite in postgres_rewrites(sql) if run.dialect == "postgres" else []:
+        renamed = repair_names(rewrite.sql, run.dialect, run.schema)
+        out.append(Repaired(renamed.sql, rewrite.renames + renamed.renames) if renamed else rewrite)
+    return out[:_MOST_REPAIRS]
 
 
 def correct(run: QuestionRun, schema_text: str, trial: Trial) -> Trial:

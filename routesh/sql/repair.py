@@ -1,10 +1,11 @@
 """Unknown names fixed by the schema, not by the model: every table a query reads and every column it
 names is looked up in the schema, scope by scope (aliases, CTEs and derived tables through sqlglot's
-scopes, as usage.py resolves them). A table the schema lacks becomes its closest table. A qualified column
-its table lacks but one other table of the scope has gets that table's qualifier (`T2.PetID` → `T3.PetID`);
-one that several have is left alone. A column that none of the tables in its scope has becomes the
-best-matching column of those tables. Names are compared
-by their words (split on case and underscores: `listPrice`, `list_price` → list, price) and by string
+scopes, as usage.py resolves them). A table the schema lacks becomes its closest table; one outside the
+search path, written without its schema, gets it (`users` → `consumer_div.users`). A qualified column
+its table lacks (or whose qualifier names no table of the scope) but one other table of the scope has
+gets that table's qualifier (`T2.PetID` → `T3.PetID`); one that several have is left alone. A column
+that none of the tables in its scope has becomes the best-matching column of those tables. Names are
+compared by their words (split on case and underscores: `listPrice`, `list_price` → list, price) and by string
 similarity; a rename needs a score above the threshold and a clear winner, else the name is left as it
 is (a guess the database then refuses is worse than the error it had). The pipeline takes a repaired
 query only if it executes."""
@@ -120,14 +121,20 @@ def _stem(word: str) -> str:
 def _repair_tables(tree: exp.Expression, schema: Schema, threshold: float, renames: list[Rename]) -> None:
     ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
     for node in tree.find_all(exp.Table):
-        if not is_real_table(node) or node.name.lower() in ctes or schema.table(_written_table(node)):
+        if not is_real_table(node) or node.name.lower() in ctes:
+            continue
+        known = schema.table(written_table(node))
+        if known is not None:
+            if known.display_name != known.name and not node.db:  # `users` for consumer_div.users
+                renames.append(Rename(written_table(node), known.display_name))
+                node.set("db", exp.to_identifier(known.schema))
             continue
         match = best_match(node.name, ((t.name, ()) for t in schema.tables), threshold)
         if match is None:
             continue
         table = schema.table(match)
         assert table is not None
-        renames.append(Rename(_written_table(node), table.display_name))
+        renames.append(Rename(written_table(node), table.display_name))
         node.set("this", exp.to_identifier(table.name, quoted=_needs_quotes(table.name)))
         if table.schema and table.display_name != table.name:
             node.set("db", exp.to_identifier(table.schema))
@@ -140,6 +147,12 @@ def _repair_columns(scope: Scope, schema: Schema, dialect: str, threshold: float
         if dialect == "sqlite" and column.this.args.get("quoted"):
             continue  # SQLite reads an unknown "double-quoted" name as a string: leave it to the database
         tables = _scope_tables(scope, column.table, schema)
+        if tables == [] and column.table:  # a qualifier naming no table of the query: the one that has it
+            owners = _owners(scope, column.name, schema)
+            if len(owners) == 1:
+                renames.append(Rename(f"{column.table}.{column.name}", f"{owners[0]}.{column.name}"))
+                column.set("table", exp.to_identifier(owners[0], quoted=_needs_quotes(owners[0])))
+            continue
         if tables is None or not tables or any(t.column(column.name) for t in tables):
             continue
         if not column.table and (isinstance(scope.expression, exp.SetOperation)
@@ -172,7 +185,7 @@ def _scope_tables(scope: Scope, qualifier: str, schema: Schema) -> list[Table] |
     for source in sources:
         if not (isinstance(source, exp.Table) and is_real_table(source)):
             return None
-        table = schema.table(_written_table(source))
+        table = schema.table(written_table(source))
         if table is None:
             return None
         out.append(table)
@@ -184,7 +197,7 @@ def _owners(scope: Scope, name: str, schema: Schema) -> list[str]:
     owners = []
     for alias, (_, source) in scope.selected_sources.items():
         if isinstance(source, exp.Table) and is_real_table(source):
-            table = schema.table(_written_table(source))
+            table = schema.table(written_table(source))
             if table is not None and table.column(name):
                 owners.append(alias)
     return owners
@@ -201,7 +214,8 @@ def _outer_has(scope: Scope, name: str, schema: Schema) -> bool:
     return False
 
 
-def _written_table(node: exp.Table) -> str:
+def written_table(node: exp.Table) -> str:
+    """A table reference as the schema names it: `schema.table`, or `table`."""
     return f"{node.db}.{node.name}" if node.db else node.name
 
 
