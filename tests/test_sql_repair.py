@@ -48,6 +48,9 @@ def test_words_split_on_case_and_underscores():
     ("SELECT T2.Name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.Singer_ID = T2.Singer_ID",
      ("SELECT T1.Name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.Singer_ID = T2.Singer_ID",
       "T2.Name → T1.Name")),
+    # one table that lacks the columns another one has, all of them: that one
+    ("SELECT Name FROM concert WHERE Age > 30", ("SELECT Name FROM singer WHERE Age > 30", "concert → singer")),
+    ("SELECT AVG(c.Age) FROM concert AS c", ("SELECT AVG(c.Age) FROM singer AS c", "concert → singer")),
     # a qualifier that names no table of the query: the one table that has the column
     ("SELECT T3.Name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.Singer_ID = T2.Singer_ID",
      ("SELECT T1.Name FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.Singer_ID = T2.Singer_ID",
@@ -67,6 +70,7 @@ def test_unknown_names_become_the_closest_existing_ones(schema, sql, expected):
     "WITH t AS (SELECT Name FROM singer) SELECT Name FROM t",  # a CTE is not a missing table
     "SELECT Name FROM singer UNION SELECT Name FROM stadium ORDER BY Name",
     "SELECT FROM WHERE",  # does not parse
+    "SELECT Capacity, Age FROM concert",  # no other table has both
     # a qualifier that names no table, for a column two tables have
     "SELECT T3.Singer_ID FROM singer AS T1 JOIN singer_in_concert AS T2 ON T1.Singer_ID = T2.Singer_ID",
     # the wrong alias, with two tables that have the column: not renamed to a similar column

@@ -4,7 +4,8 @@ scopes, as usage.py resolves them). A table the schema lacks becomes its closest
 search path, written without its schema, gets it (`users` → `consumer_div.users`). A qualified column
 its table lacks (or whose qualifier names no table of the scope) but one other table of the scope has
 gets that table's qualifier (`T2.PetID` → `T3.PetID`); one that several have is left alone. A column
-that none of the tables in its scope has becomes the best-matching column of those tables. Names are
+that none of the tables in its scope has becomes the best-matching column of those tables; a query of
+one table whose missing columns all belong to one other table reads that table instead. Names are
 compared by their words (split on case and underscores: `listPrice`, `list_price` → list, price) and by string
 similarity; a rename needs a score above the threshold and a clear winner, else the name is left as it
 is (a guess the database then refuses is worse than the error it had). The pipeline takes a repaired
@@ -59,6 +60,7 @@ def repair_names(sql: str | Sql, dialect: str, schema: Schema, *, threshold: flo
         with quiet_sqlglot():
             _repair_tables(tree, schema, threshold, renames)
             for scope in traverse_scope(tree):
+                _swap_lone_table(scope, schema, renames)
                 _repair_columns(scope, schema, dialect, threshold, renames)
     except Exception:  # noqa: BLE001 - sqlglot's scope builder rejects some odd trees: nothing to repair
         return None
@@ -171,6 +173,29 @@ def _repair_columns(scope: Scope, schema: Schema, dialect: str, threshold: float
         old = f"{column.table}.{column.name}" if column.table else column.name
         column.set("this", exp.to_identifier(match, quoted=_needs_quotes(match)))
         renames.append(Rename(old, f"{column.table}.{match}" if column.table else match))
+
+
+def _swap_lone_table(scope: Scope, schema: Schema, renames: list[Rename]) -> None:
+    """A query of one table that names columns it lacks, all of which one other table has
+    (`SELECT AVG(gpa) FROM student_record` where only student has gpa): that table instead."""
+    sources = list(scope.selected_sources.values())
+    if len(sources) != 1 or not (isinstance(sources[0][1], exp.Table) and is_real_table(sources[0][1])):
+        return
+    node = sources[0][1]
+    table = schema.table(written_table(node))
+    if table is None or isinstance(scope.expression, exp.SetOperation):
+        return
+    names = {c.name.lower() for c in scope.columns if isinstance(c.this, exp.Identifier)}
+    names -= {e.alias.lower() for e in scope.expression.expressions if isinstance(e, exp.Alias)}
+    if not names or all(table.column(n) for n in names) or any(_outer_has(scope, n, schema) for n in names):
+        return
+    others = [t for t in schema.tables if t is not table and all(t.column(n) for n in names)]
+    if len(others) != 1:
+        return
+    other = others[0]
+    renames.append(Rename(written_table(node), other.display_name))
+    node.set("this", exp.to_identifier(other.name, quoted=_needs_quotes(other.name)))
+    node.set("db", exp.to_identifier(other.schema) if other.display_name != other.name else None)
 
 
 def _scope_tables(scope: Scope, qualifier: str, schema: Schema) -> list[Table] | None:
