@@ -120,6 +120,16 @@ def test_postgres_defog_loads_with_categories_hints_and_alternatives():
     assert load_data("postgres-defog") == examples
 
 
+@needs_defog
+def test_the_postgres_tuning_set_is_other_questions_on_four_of_the_databases():
+    tuning = load_data("postgres-defog-instruct")
+    assert len(tuning) == 104 and {ex.db_id for ex in tuning} == {"broker", "car_dealership", "derm_treatment", "ewallet"}
+    assert [ex.index for ex in tuning] == list(range(104))
+    assert all(ex.dialect == "postgres" and ex.answerable and ex.category for ex in tuning)
+    assert sum(ex.hint is not None for ex in tuning) == 64  # instruct_advanced's instructions
+    assert not {ex.question for ex in tuning} & {ex.question for ex in load_defog()}  # nothing reported is tuned on
+
+
 def test_created_tables_reads_the_ddl():
     script = 'CREATE TABLE public.a (x int);\ncreate table if not exists s.b (y int);\nCREATE TABLE "Q" (z int);'
     assert created_tables(script) == ["public.a", "s.b", '"Q"']

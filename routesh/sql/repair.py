@@ -45,7 +45,7 @@ class Repaired:
     renames: tuple[Rename, ...]
 
     def summary(self) -> str:
-        return ", ".join(map(str, self.renames))
+        return ", ".join(dict.fromkeys(map(str, self.renames)))  # a name renamed twice is said once
 
 
 def repair_names(sql: str | Sql, dialect: str, schema: Schema, *, threshold: float = THRESHOLD) -> Repaired | None:
