@@ -114,3 +114,23 @@ def test_a_table_outside_the_search_path_gets_its_schema(defog_db):
         assert db.execute(fixed.sql).rows
     finally:
         db.close()
+
+
+def test_postgres_own_suggestion_is_followed(defog_db):
+    from routesh.db.postgres import PostgresDatabase
+    from routesh.errors import RoutesError
+    from routesh.sql.repair import follow_database_hint
+
+    db = PostgresDatabase.connect(defog_db("car_dealership"))
+    try:
+        written = "SELECT s.first_name, SUM(s.sale_price) FROM sales AS s JOIN salespersons AS SP " \
+                  "ON s.salesperson_id = SP.id GROUP BY 1"
+        with pytest.raises(RoutesError) as refused:
+            db.execute(written)
+        assert 'Perhaps you meant to reference the column "sp.first_name"' in str(refused.value)
+        fixed = follow_database_hint(written, "postgres", str(refused.value))
+        assert fixed.summary() == "s.first_name → SP.first_name"  # the alias as the query spells it
+        assert db.execute(fixed.sql).rows
+        assert follow_database_hint(written, "postgres", "syntax error at or near \"FROM\"") is None
+    finally:
+        db.close()

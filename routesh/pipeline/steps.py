@@ -20,7 +20,7 @@ from routesh.sql.hardness import hardness
 from routesh.sql.mistakes import fix_mistakes
 from routesh.sql.parse import Sql, same_sql
 from routesh.sql.dialect import postgres_rewrites
-from routesh.sql.repair import Repaired, repair_names
+from routesh.sql.repair import Repaired, follow_database_hint, repair_names
 from routesh.sql.truncate import truncate
 
 _MOST_REPAIRS = 4  # trial runs one failing candidate may cost the repair stage
@@ -90,7 +90,7 @@ def repair(run: QuestionRun, trial: Trial, *, label: str = "candidate", row_limi
     if not run.options.stages.repair:
         return trial
     if not trial.ran:
-        trial = _first_that_runs(run, trial, _repairs(trial.query, run), label, row_limit, quiet)
+        trial = _first_that_runs(run, trial, _repairs(trial, run), label, row_limit, quiet)
     if trial.ran and (fix := fix_mistakes(trial.query, run.dialect, run.schema)):
         trial = _first_that_runs(run, trial, [fix], label, row_limit, quiet)
     return trial
@@ -114,12 +114,13 @@ def _first_that_runs(run: QuestionRun, trial: Trial, fixes: list[Repaired], labe
     return attempt if attempt.ran else trial
 
 
-def _repairs(sql: Sql, run: QuestionRun) -> list[Repaired]:
-    """The repairs to try in turn: the names alone, then (PostgreSQL) each dialect rewrite with its names
-    repaired as well (a misspelt column inside strftime() needs both)."""
-    out = []
-    if renamed := repair_names(sql, run.dialect, run.schema):
-        out.append(renamed)
+def _repairs(trial: Trial, run: QuestionRun) -> list[Repaired]:
+    """The repairs to try in turn: the column the database's error suggests (PostgreSQL's "Perhaps you
+    meant ..."), the names alone, then (PostgreSQL) each dialect rewrite with its names repaired as well
+    (a misspelt column inside strftime() needs both)."""
+    sql = trial.query
+    out = [fix for fix in (follow_database_hint(sql, run.dialect, trial.error),
+                           repair_names(sql, run.dialect, run.schema)) if fix]
     for rewrite in postgres_rewrites(sql) if run.dialect == "postgres" else []:
         renamed = repair_names(rewrite.sql, run.dialect, run.schema)
         out.append(Repaired(renamed.sql, rewrite.renames + renamed.renames) if renamed else rewrite)

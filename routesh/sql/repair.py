@@ -69,6 +69,44 @@ def repair_names(sql: str | Sql, dialect: str, schema: Schema, *, threshold: flo
     return Repaired(tree.sql(dialect=dialect), tuple(renames))
 
 
+# PostgreSQL's own suggestion: 'column t1.doc_id does not exist; hint: Perhaps you meant to reference the
+# column "t2.doc_id".' (two suggestions, "... or the column ...", are a guess left alone)
+_UNKNOWN = re.compile(r'column "?(?:(\w+)\.)?(\w+)"? does not exist', re.IGNORECASE)
+_SUGGESTED = re.compile(r'Perhaps you meant to reference the column "(\w+)\.(\w+)"\.?\s*$', re.IGNORECASE)
+
+
+def follow_database_hint(sql: str | Sql, dialect: str, error: str | None) -> Repaired | None:
+    """The query with the column the database refused replaced by the one its error suggests, when it
+    suggests exactly one; None otherwise."""
+    unknown, suggested = _UNKNOWN.search(error or ""), _SUGGESTED.search(error or "")
+    if not unknown or not suggested or " or the column " in (error or ""):
+        return None
+    tree = query_of(sql, dialect)
+    if tree is None:
+        return None
+    tree = tree.copy()
+    bad_table, bad_name = (unknown.group(1) or "").lower(), unknown.group(2).lower()
+    qualifier, name = suggested.groups()
+    renames: list[Rename] = []
+    for column in tree.find_all(exp.Column):
+        if column.name.lower() != bad_name or column.table.lower() != bad_table:
+            continue
+        old = f"{column.table}.{column.name}" if column.table else column.name
+        column.set("table", exp.to_identifier(_as_written(tree, qualifier)))
+        column.set("this", exp.to_identifier(name, quoted=_needs_quotes(name) or name != name.lower()))
+        renames.append(Rename(old, f"{column.table}.{column.name}"))
+    return Repaired(tree.sql(dialect=dialect), tuple(renames)) if renames else None
+
+
+def _as_written(tree: exp.Expression, qualifier: str) -> str:
+    """An alias or table name as the query spells it (the database's messages fold it to lower case)."""
+    for node in tree.find_all(exp.Table):
+        for spelling in (node.alias, node.name):
+            if spelling and spelling.lower() == qualifier.lower():
+                return spelling
+    return qualifier
+
+
 def words(name: str) -> list[str]:
     """`listPrice`, `list_price`, `LIST PRICE` → ["list", "price"]."""
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
