@@ -301,21 +301,9 @@ def _clip(text: str) -> str:
 # ---- the four tasks ----------------------------------------------------------------------------------
 
 
-# What a small model trained mostly on SQLite gets wrong in PostgreSQL: SQLite's date functions (strftime,
-# julianday, date('now')), integer division, case-sensitive LIKE. Only PostgreSQL prompts carry a note, so
-# the SQLite prompts (and the adapter trained on them) are unchanged.
-DIALECT_NOTES = {
-    "postgres": ("PostgreSQL has no strftime, julianday or date('now'): use CURRENT_DATE, EXTRACT(YEAR FROM d), "
-                 "DATE_TRUNC('month', d), TO_CHAR(d, 'YYYY-MM'), d - INTERVAL '7 days', and end_date - start_date "
-                 "for days between dates. Dividing integers truncates: write CAST(a AS FLOAT) / NULLIF(b, 0). "
-                 "ILIKE matches text ignoring case."),
-}
-
-
 def system_message(schema_text: str, dialect: str) -> str:
-    note = DIALECT_NOTES.get(dialect)
     return (f"You are an expert in {dialect_name(dialect)} SQL. You answer questions about this "
-            f"{dialect_name(dialect)} database." + (f" {note}" if note else "") + f"\n\n{schema_text}")
+            f"{dialect_name(dialect)} database.\n\n{schema_text}")
 
 
 def _ask(schema_text: str, dialect: str, task: str) -> ChatRequest:
