@@ -15,11 +15,11 @@ from routesh.pipeline.options import SQL_STOP
 from routesh.pipeline.run import QuestionRun, one_line
 from routesh.pipeline.stages import Stage
 from routesh.pipeline.trial import Trial, run_trial
+from routesh.sql.dialect import postgres_rewrites
 from routesh.sql.extract import says_cannot_answer
 from routesh.sql.hardness import hardness
 from routesh.sql.mistakes import fix_mistakes
 from routesh.sql.parse import Sql, same_sql
-from routesh.sql.dialect import postgres_rewrites
 from routesh.sql.repair import Repaired, follow_database_hint, repair_names
 from routesh.sql.truncate import truncate
 

@@ -1,5 +1,5 @@
-"""SQL rendered by sqlglot for a dialect: the layout the shell pre-fills for editing, and SQLite's
-functions a model carried into PostgreSQL SQL, rewritten the PostgreSQL way."""
+"""SQL rendered by sqlglot for a dialect: the layout the shell pre-fills for editing, and the SQLite and
+MySQL syntax a model carries into PostgreSQL SQL, rewritten the PostgreSQL way (the repair stage's)."""
 
 from __future__ import annotations
 
