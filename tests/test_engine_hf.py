@@ -227,3 +227,32 @@ def test_copies_of_one_prompt_read_it_once_and_sampled_drafts_draw_as_without(en
     assert [c.text for c in looked_up] == [c.text for c in out[1:]]
     assert sum(c.extra["accepted"] for c in looked_up) > 0  # drafts were taken, not only proposed
     assert all(c.logprob is not None and c.logprob <= 0 for c in out)
+
+
+def test_closing_stops_the_worker_before_it_reads_the_waiting_prompts(folder):
+    """Ctrl-C in `routesh-eval --jobs N` closes the engine while prompts wait to be read: close() must
+    find the worker done (a thread still inside torch at exit aborts the process). Closing fails every
+    call, and the scheduler skips the rows of a call that is gone, so it reads no further prompt."""
+    from routesh.errors import ModelError
+
+    # room in the batch for every waiting prompt: one pass of the scheduler would read them all
+    engine = TransformersEngine(folder, name=TEST_MODEL, dtype="float32", max_batch_rows=8, max_batch_tokens=10**6)
+    waiting = [ChatRequest.of(("system", f"-- copy {i}\n{SCHEMA}"), ("user", QUESTIONS[0]))
+               for i in range(8)]  # distinct prompts: each one read on its own
+    outcome: list[object] = []
+
+    def ask() -> None:
+        try:
+            outcome.append(engine.generate(waiting, GenerationParams(max_new_tokens=4)))
+        except ModelError as err:
+            outcome.append(err)
+
+    caller = threading.Thread(target=ask)
+    caller.start()
+    while engine.stats.prefills < 1:
+        threading.Event().wait(0.002)
+    engine.close()
+    caller.join(timeout=30)
+    assert engine._worker is not None and not engine._worker.is_alive()
+    assert engine.stats.prefills < len(waiting)  # it stopped reading when closed
+    assert isinstance(outcome[0], ModelError) and "closed" in str(outcome[0])
