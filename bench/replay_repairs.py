@@ -29,13 +29,13 @@ from routesh.pipeline.run import QuestionRun
 from routesh.pipeline.stages import Answer, StageConfig
 from routesh.pipeline.trial import run_trial
 from routesh.sql.parse import Sql
+from vote_recount import ballot  # bench/, the script's own folder, is on sys.path
 
 
 def candidates(receipt: dict) -> list[str]:
     """The distinct SQL texts the run tried as answers: the vote's ballot, else the final SQL."""
-    ballot = next((e["artifact"] for e in receipt["events"] if e["stage"] == "vote" and isinstance(e["artifact"], list)),
-                  None)
-    texts = [c["sql"] for c in ballot] if ballot else [receipt["predicted_sql"]] if receipt["predicted_sql"] else []
+    voted = ballot(receipt)
+    texts = [c["sql"] for c in voted] if voted else [receipt["predicted_sql"]] if receipt["predicted_sql"] else []
     return list(dict.fromkeys(texts))
 
 
@@ -44,8 +44,8 @@ def replay(ex: Example, texts: list[str], show: bool, counts: Counter) -> None:
     try:
         schema = db.introspect(samples=0)
         options = PipelineOptions(stages=StageConfig.parse("repair"))
-        run = QuestionRun(None, db, schema, options, ex.question or "", ex.hint, CancelToken(), None,  # type: ignore[arg-type]
-                          Answer(question=ex.question or "", sql=None, reason=""))
+        run = QuestionRun(None, db, schema, options, ex.question or "", ex.hint,  # type: ignore[arg-type]
+                          CancelToken(), None, Answer(question=ex.question or "", sql=None, reason=""))
         for text in texts:
             before = run_trial(db, Sql(text, schema.dialect), row_limit=options.preview_rows, timeout=options.timeout)
             after = steps.repair(run, before, quiet=True)
@@ -93,8 +93,8 @@ def main() -> int:
         for ex in ready:
             replay(ex, candidates(wanted[ex.index]), args.show, counts)
     print(f"{args.receipts}: {len(wanted)} questions, {counts['candidates']} distinct candidates; the repair stage "
-          f"changes {counts['changed']} ({counts['made to run']} made to run): {counts['wrong → right']} wrong → right, "
-          f"{counts['right → wrong']} right → wrong")
+          f"changes {counts['changed']} ({counts['made to run']} made to run): "
+          f"{counts['wrong → right']} wrong → right, {counts['right → wrong']} right → wrong")
     return 0
 
 

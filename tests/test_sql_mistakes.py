@@ -46,7 +46,8 @@ def test_a_join_on_a_column_equal_to_itself_joins_the_joined_table(concert):
     assert summary == "T1.Singer_ID = T1.Singer_ID → T1.Singer_ID = T2.Singer_ID"
     # the cross join counted every concert row for each singer; the fix counts each singer's own
     assert db.execute(repaired).rows == db.execute(
-        "SELECT s.Name, COUNT(*) FROM singer s JOIN singer_in_concert c ON s.Singer_ID = c.Singer_ID GROUP BY s.Name").rows
+        "SELECT s.Name, COUNT(*) FROM singer s JOIN singer_in_concert c ON s.Singer_ID = c.Singer_ID "
+        "GROUP BY s.Name").rows
 
 
 @pytest.mark.parametrize("sql", [

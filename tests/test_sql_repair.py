@@ -106,8 +106,8 @@ def test_a_table_outside_the_search_path_gets_its_schema(defog_db):
     db = PostgresDatabase.connect(defog_db("ewallet"))
     try:
         schema = db.introspect(samples=0)
-        written = "SELECT u.username, COUNT(*) FROM users AS u JOIN consumer_div.notifications AS n ON n.user_id = u.uid " \
-                  "GROUP BY u.username"
+        written = ("SELECT u.username, COUNT(*) FROM users AS u JOIN consumer_div.notifications AS n "
+                   "ON n.user_id = u.uid GROUP BY u.username")
         fixed = repair_names(written, "postgres", schema)
         assert fixed.summary() == "users → consumer_div.users"
         assert fixed.sql.startswith("SELECT u.username, COUNT(*) FROM consumer_div.users AS u JOIN")

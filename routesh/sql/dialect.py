@@ -4,6 +4,7 @@ MySQL syntax a model carries into PostgreSQL SQL, rewritten the PostgreSQL way (
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import sqlglot
 from sqlglot import exp
@@ -37,27 +38,40 @@ def postgres_rewrites(sql: str | Sql) -> list[Repaired]:
     itself turns `INTERVAL 10 YEAR`, `YEAR(d)`, `NOW()`, `LIMIT 5, 10`, `IFNULL`, `GROUP_CONCAT` into
     PostgreSQL). The caller runs them in turn and keeps the first that executes."""
     text = text_of(sql)
+    readings = ((query_of(sql, "postgres"), [], (_convert_functions, _complete_group_by)),
+                (parse_query(text, "mysql"), [_READ_AS_MYSQL], (_postgres_null_order, _convert_functions,
+                                                                 _complete_group_by)))
     out: list[Repaired] = []
-    for reading in ("postgres", "mysql"):
-        tree = query_of(sql, reading) if reading == "postgres" else parse_query(text, reading)
-        if tree is None:
+    for tree, said, steps in readings:
+        rewritten = _rewritten(tree, *steps)
+        if rewritten is None:
             continue
-        tree = tree.copy()
-        if reading == "mysql":  # MySQL sorts NULLs first: sqlglot says so, but the model meant PostgreSQL's order
-            for ordered in tree.find_all(exp.Ordered):
-                ordered.set("nulls_first", bool(ordered.args.get("desc")))
-        try:
-            with quiet_sqlglot():
-                renames = [_READ_AS_MYSQL] if reading == "mysql" else []
-                renames += _convert_functions(tree) + _complete_group_by(tree)
-                written = tree.sql(dialect="postgres")
-        except _Unconvertible:
-            continue
-        except Exception:  # noqa: BLE001 - sqlglot's writer rejects some odd trees
-            continue
+        written, renames = rewritten
         if not same_sql(written, text) and all(not same_sql(written, o.sql) for o in out):
-            out.append(Repaired(written, tuple(renames) or (Rename(_AS_WRITTEN, _REWRITTEN),)))
+            out.append(Repaired(written, tuple(said + renames) or (Rename(_AS_WRITTEN, _REWRITTEN),)))
     return out
+
+
+def _rewritten(tree: exp.Expression | None, *steps: Callable[[exp.Expression], list[Rename]]
+               ) -> tuple[str, list[Rename]] | None:
+    """A copy of the tree with each step applied in place, written as PostgreSQL, and what the steps
+    changed; None when there is no tree, a step finds no PostgreSQL form, or sqlglot cannot write it."""
+    if tree is None:
+        return None
+    tree = tree.copy()
+    try:
+        with quiet_sqlglot():
+            renames = [rename for step in steps for rename in step(tree)]
+            return tree.sql(dialect="postgres"), renames
+    except Exception:  # noqa: BLE001 - _Unconvertible, or sqlglot's writer rejecting an odd tree
+        return None
+
+
+def _postgres_null_order(tree: exp.Expression) -> list[Rename]:
+    """MySQL sorts NULLs first and sqlglot writes that out; the model meant PostgreSQL's order."""
+    for ordered in tree.find_all(exp.Ordered):
+        ordered.set("nulls_first", bool(ordered.args.get("desc")))
+    return []
 
 
 _JULIAN_EPOCH = 2440587.5  # the Julian day of 1970-01-01 00:00 UTC
@@ -77,19 +91,8 @@ def sqlite_functions_to_postgres(sql: str | Sql) -> Repaired | None:
     julianday(x) → EXTRACT(EPOCH ...) in days, date('now', '-7 days') → CURRENT_DATE - INTERVAL, datetime
     → a timestamp. None when the SQL does not parse, calls none of them, or has a modifier without a
     PostgreSQL form. Each rewritten function is a Rename: `strftime() → TO_CHAR()`."""
-    tree = query_of(sql, "postgres")
-    if tree is None:
-        return None
-    tree = tree.copy()
-    try:
-        with quiet_sqlglot():
-            converted = _convert_functions(tree)
-            text = tree.sql(dialect="postgres")
-    except _Unconvertible:
-        return None
-    except Exception:  # noqa: BLE001 - sqlglot's writer rejects some odd trees: nothing to convert
-        return None
-    return Repaired(text, tuple(converted)) if converted else None
+    rewritten = _rewritten(query_of(sql, "postgres"), _convert_functions)
+    return Repaired(rewritten[0], tuple(rewritten[1])) if rewritten and rewritten[1] else None
 
 
 def _convert_functions(tree: exp.Expression) -> list[Rename]:

@@ -4,7 +4,7 @@
   other table (`p.aid`), when the joined table has that column (or, for `JOIN p ON p.aid = p.aid`, when
   exactly one other table of the query has it).
 - PostgreSQL truncates the quotient of two integers (`COUNT(a) / COUNT(b)` is 0 for a ratio below 1):
-  the dividend is cast to DOUBLE PRECISION (FLOAT) and a zero divisor becomes NULL (`CAST(a AS FLOAT) / NULLIF(b, 0)`), as
+  the dividend is cast and a zero divisor becomes NULL (`CAST(a AS DOUBLE PRECISION) / NULLIF(b, 0)`), as
   a ratio is written by hand. SQLite truncates too, but Spider's gold never divides (nothing to go by).
 
 The pipeline's repair stage applies these to every candidate and takes the fixed SQL if it executes."""
@@ -16,11 +16,10 @@ import re
 from sqlglot import exp
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
-from routesh.db.schema import Schema, Table
+from routesh.db.schema import Schema
 from routesh.sql.parse import Sql, is_real_table, query_of
 from routesh.sql.quiet import quiet_sqlglot
-from routesh.sql.repair import Rename, Repaired, written_table
-from routesh.sql.usage import find_source
+from routesh.sql.repair import Rename, Repaired, owners_of, scope_tables, written_table
 
 _INTEGER = re.compile(r"^(small|big)?int(eger)?[248]?$|^(small|big)?serial[248]?$", re.IGNORECASE)
 
@@ -68,26 +67,15 @@ def _self_joins(scope: Scope, schema: Schema, dialect: str, fixes: list[Rename])
             if left.table.lower() != own.lower():  # `JOIN p ON a.x = a.x`: p's x, if it has one
                 other, column = own, table.column(left.name)
             else:  # `JOIN p ON p.x = p.x`: the x of the one other table that has it
-                owners = [(alias, t.column(left.name)) for alias, t in _real_sources(scope, schema)
-                          if alias.lower() != own.lower() and t.column(left.name)]
-                other, column = owners[0] if len(owners) == 1 else (own, None)
+                owners = [a for a in owners_of(scope, left.name, schema) if a.lower() != own.lower()]
+                found = scope_tables(scope, owners[0], schema) if len(owners) == 1 else None
+                other, column = (owners[0], found[0].column(left.name)) if found else (own, None)
             if column is None:
                 continue  # nowhere else to take it from, or several places: which is meant is a guess
             before = eq.sql(dialect=dialect)
             right.set("table", exp.to_identifier(other))
             right.set("this", exp.to_identifier(column.name, quoted=right.this.args.get("quoted", False)))
             fixes.append(Rename(before, eq.sql(dialect=dialect)))
-
-
-def _real_sources(scope: Scope, schema: Schema) -> list[tuple[str, Table]]:
-    """(name in this scope, schema table) for each real table the scope reads."""
-    out = []
-    for alias, (_, source) in scope.selected_sources.items():
-        if isinstance(source, exp.Table) and is_real_table(source):
-            table = schema.table(written_table(source))
-            if table is not None:
-                out.append((alias, table))
-    return out
 
 
 # ---- integer division (PostgreSQL) ----------------------------------------------------------------------
@@ -136,17 +124,6 @@ def _is_integer(node: exp.Expression, scope: Scope, schema: Schema) -> bool:
 
 def _column_type(column: exp.Column, scope: Scope, schema: Schema) -> str | None:
     """The declared type of a column of a real table of this scope; None when it cannot be told."""
-    if column.table:
-        source = find_source(scope, column.table)
-        tables = [source] if source is not None else []
-    else:
-        tables = [source for _, source in scope.selected_sources.values()]
-    found = []
-    for source in tables:
-        if not (isinstance(source, exp.Table) and is_real_table(source)):
-            return None  # a derived table or CTE: its column types are its own
-        table: Table | None = schema.table(written_table(source))
-        own = table.column(column.name) if table else None
-        if own is not None:
-            found.append(own.type)
+    tables = scope_tables(scope, column.table, schema)
+    found = [own.type for t in tables or [] if (own := t.column(column.name)) is not None]
     return found[0] if len(found) == 1 else None

@@ -186,24 +186,19 @@ def _repair_columns(scope: Scope, schema: Schema, dialect: str, threshold: float
             continue
         if dialect == "sqlite" and column.this.args.get("quoted"):
             continue  # SQLite reads an unknown "double-quoted" name as a string: leave it to the database
-        tables = _scope_tables(scope, column.table, schema)
-        if tables == [] and column.table:  # a qualifier naming no table of the query: the one that has it
-            owners = _owners(scope, column.name, schema)
-            if len(owners) == 1:
-                renames.append(Rename(f"{column.table}.{column.name}", f"{owners[0]}.{column.name}"))
-                column.set("table", exp.to_identifier(owners[0], quoted=_needs_quotes(owners[0])))
-            continue
-        if tables is None or not tables or any(t.column(column.name) for t in tables):
+        tables = scope_tables(scope, column.table, schema)
+        if tables is None or any(t.column(column.name) for t in tables) or not (tables or column.table):
             continue
         if not column.table and (isinstance(scope.expression, exp.SetOperation)
                                  or is_projection_alias(scope, column.name) or _outer_has(scope, column.name, schema)):
             continue  # ORDER BY cnt (`COUNT(*) AS cnt`), a UNION's output column, or an outer query's column
-        owners = _owners(scope, column.name, schema) if column.table else []
-        if len(owners) == 1:  # T2.PetID where only T3 has PetID: the qualifier was wrong, not the name
+        # T2.PetID where only T3 has PetID, or T9.PetID where no T9 is read: the qualifier was wrong, not the name
+        owners = owners_of(scope, column.name, schema) if column.table else []
+        if len(owners) == 1:
             renames.append(Rename(f"{column.table}.{column.name}", f"{owners[0]}.{column.name}"))
             column.set("table", exp.to_identifier(owners[0], quoted=_needs_quotes(owners[0])))
             continue
-        if owners:
+        if owners or not tables:
             continue  # several tables have it: which one was meant is a guess, and renaming it is wrong
         match = best_match(column.name, ((c.name, words(t.name)) for t in tables for c in t.columns), threshold)
         if match is None:
@@ -236,7 +231,7 @@ def _swap_lone_table(scope: Scope, schema: Schema, renames: list[Rename]) -> Non
     node.set("db", exp.to_identifier(other.schema) if other.display_name != other.name else None)
 
 
-def _scope_tables(scope: Scope, qualifier: str, schema: Schema) -> list[Table] | None:
+def scope_tables(scope: Scope, qualifier: str, schema: Schema) -> list[Table] | None:
     """The schema tables a column of this scope may come from: the qualifier's table, or every real
     table of the scope. None when a derived table or CTE is among them (its columns are its own)."""
     if qualifier:
@@ -255,7 +250,7 @@ def _scope_tables(scope: Scope, qualifier: str, schema: Schema) -> list[Table] |
     return out
 
 
-def _owners(scope: Scope, name: str, schema: Schema) -> list[str]:
+def owners_of(scope: Scope, name: str, schema: Schema) -> list[str]:
     """The tables of this scope (as the scope names them: alias or table) that have the column `name`."""
     owners = []
     for alias, (_, source) in scope.selected_sources.items():
@@ -270,7 +265,7 @@ def _outer_has(scope: Scope, name: str, schema: Schema) -> bool:
     """Does a table of an enclosing query have this column (a correlated subquery's reference)?"""
     outer = scope.parent
     while outer is not None:
-        tables = _scope_tables(outer, "", schema)
+        tables = scope_tables(outer, "", schema)
         if tables is None or any(t.column(name) for t in tables):
             return True  # a derived table out there may have it: do not guess
         outer = outer.parent
