@@ -19,6 +19,7 @@ from routesh.errors import RoutesError, UsageError
 from routesh.oneshot import run_one, run_text
 
 EXIT_OK, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for sqlite3 or psql cut off by `| head`
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("cancelled")
         code = EXIT_CANCELLED
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as sqlite3 and psql do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        code = EXIT_BROKEN_PIPE
     except Exception as err:  # the promise is one line, never a traceback
         if os.environ.get("ROUTESH_DEBUG"):
             traceback.print_exc()

@@ -13,11 +13,11 @@ import sys
 from routesh.cancel import CancelToken
 from routesh.db import Database
 from routesh.db.cancellable import execute_cancellable, run_cancellable
-from routesh.errors import Abstained, UsageError
+from routesh.errors import Abstained, QueryError, UsageError
 from routesh.pipeline.options import SCHEMA_SAMPLES, PipelineOptions
 from routesh.pipeline.pipeline import Pipeline
 from routesh.pipeline.stages import Answer, StageEvent, Starting
-from routesh.render import footer, render
+from routesh.render import footer, row_writer
 from routesh.settings import Settings
 from routesh.sql import guard
 from routesh.sql.classify import classify, is_command
@@ -48,9 +48,19 @@ def run_one(db: Database, sql: str, *, run: bool, settings: Settings) -> int:
         _notice("not run: add --yes to run it")
         return 0
     print(sql, file=sys.stderr)
-    result = execute_cancellable(db, sql, options=options, guard=False)  # guard already checked above
-    sys.stdout.write(render(result, fmt))
-    note = footer(result, row_limit=options.row_limit)
+    on_screen = sys.stdout.isatty()  # the row limit's 0 ("no limit") is for files and pipes only
+    applied = options.for_screen() if on_screen else options
+    writer = row_writer(fmt, sys.stdout)
+    try:  # rows stream to stdout as they are fetched: memory stays flat whatever the count
+        result = execute_cancellable(db, sql, options=applied, guard=False, sink=writer)  # guard checked above
+    except QueryError as err:  # cancelled or failed part way: what was written stays well-formed
+        writer.finish()
+        if writer.rows_written:
+            raise type(err)(f"{err}; {writer.rows_written} rows were written before it stopped") from None
+        raise
+    writer.finish()
+    note = footer(result, row_limit=applied.row_limit, widths_from=writer.widths_from,
+                  screen_limit=on_screen and not options.row_limit)
     if fmt == "table":
         print(note)
     elif result.truncated:

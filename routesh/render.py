@@ -1,4 +1,5 @@
-"""Turn a Result into text: an aligned table for people, CSV/TSV/JSON for programs."""
+"""Turn rows into text: an aligned table for people, CSV/TSV/JSON/JSON Lines for programs; a whole Result at
+once (render) or batch by batch as a statement streams (the writers, which render is built on)."""
 
 from __future__ import annotations
 
@@ -6,65 +7,200 @@ import csv
 import datetime as dt
 import decimal
 import io
+import itertools
 import json
+import textwrap
 import uuid
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TextIO
 
 from tabulate import tabulate
 
 from routesh.db.base import Result
 
-FORMATS = ("table", "csv", "tsv", "json")
+FORMATS = ("table", "csv", "tsv", "json", "jsonl")
 
 
 def render(result: Result, fmt: str = "table", *, expanded: bool = False) -> str:
     """The rows of `result` in `fmt`. Notices (row counts, truncation) are separate: see footer().
     `expanded` is psql's \\x: one block per row, a line per column (table format only)."""
-    if fmt == "table":
-        return _expanded(result) if expanded else _table(result)
-    if fmt in ("csv", "tsv"):
-        return _delimited(result, "," if fmt == "csv" else "\t")
-    if fmt == "json":
-        return json.dumps([dict(zip(result.columns, map(_jsonable, row))) for row in result.rows],
-                          ensure_ascii=False, indent=2) + "\n"
-    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out = io.StringIO()
+    writer = row_writer(fmt, out, expanded=expanded)
+    if result.columns:
+        writer.begin(result.columns)
+        writer.write(result.rows)
+    writer.finish()
+    return out.getvalue()
 
 
-def footer(result: Result, *, row_limit: int, timing: bool = False) -> str:
-    """psql-style "(N rows)" plus what a reader must know: the rows were capped, how long it took."""
+def footer(result: Result, *, row_limit: int, timing: bool = False, widths_from: int | None = None,
+           screen_limit: bool = False) -> str:
+    """psql-style "(N rows)" plus what a reader must know: the rows were capped (by the screen's limit when
+    `screen_limit`), the table's column widths came from its first `widths_from` rows, how long it took."""
     if not result.columns:
         line = result.status or "OK"
     else:
         n = result.row_count
-        line = f"({n} row{'s' if n != 1 else ''})"
-        if result.truncated:
-            line += f" — stopped at the row limit of {row_limit}; more rows exist (raise it with --row-limit)"
+        line = f"({n} row{'s' if n != 1 else ''}"
+        line += f"; column widths from the first {widths_from})" if widths_from else ")"
+        if result.truncated and screen_limit:
+            line += (f" — stopped at the screen's limit of {row_limit} rows; a row limit of 0 lifts it only for "
+                     "output to a file or a pipe")
+        elif result.truncated:
+            line += (f" — stopped at the row limit of {row_limit}; more rows exist (raise it with --row-limit, "
+                     "or 0 for no limit)")
     if timing:
         line += f"\nTime: {result.elapsed * 1000:.3f} ms"
     return line
 
 
-def _table(result: Result) -> str:
-    if not result.columns:
-        return ""
-    rows = [[_display(v) for v in row] for row in result.rows]
+# ---- writers: rows to text as they are fetched -----------------------------------------------------
+
+
+class RowWriter:
+    """Rows written as they arrive (a RowSink): `begin(columns)`, `write(batch)` per batch, `finish()` at the
+    end, also after an interrupted run, so that what was written stays well-formed up to its last whole row."""
+
+    def __init__(self, out: TextIO):
+        self.out = out
+        self.columns: list[str] = []
+        self.rows_written = 0
+        self.widths_from: int | None = None  # a table's column widths came from its first N rows (see footer)
+
+    def begin(self, columns: list[str]) -> None:
+        self.columns = list(columns)
+
+    def write(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        self._write(rows)
+        self.rows_written += len(rows)
+
+    def finish(self) -> None:
+        self.out.flush()
+
+    def _write(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        raise NotImplementedError
+
+
+class DelimitedWriter(RowWriter):
+    """CSV or TSV: a header line, then a line per row; NULL is an empty field."""
+
+    def __init__(self, out: TextIO, delimiter: str):
+        super().__init__(out)
+        self._csv = csv.writer(out, delimiter=delimiter, lineterminator="\n")
+
+    def begin(self, columns: list[str]) -> None:
+        super().begin(columns)
+        self._csv.writerow(columns)
+
+    def _write(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        # csv's own str() of a value is _display's, except for bytes: convert only a batch that has some
+        if _BINARY.isdisjoint(map(type, itertools.chain.from_iterable(rows))):
+            self._csv.writerows(rows)
+        else:
+            self._csv.writerows([_display(v) if type(v) in _BINARY else v for v in row] for row in rows)
+
+
+class JsonLinesWriter(RowWriter):
+    """JSON Lines: one object per row, keyed by column name."""
+
+    def _write(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        columns = self.columns
+        self.out.write("".join(json.dumps(dict(zip(columns, map(_jsonable, row))), ensure_ascii=False) + "\n"
+                               for row in rows))
+
+
+class JsonArrayWriter(RowWriter):
+    """One JSON array of row objects, written element by element and closed by finish()."""
+
+    def _write(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        columns, opened = self.columns, self.rows_written > 0
+        parts = []
+        for row in rows:
+            element = json.dumps(dict(zip(columns, map(_jsonable, row))), ensure_ascii=False, indent=2)
+            parts.append((",\n" if opened else "[\n") + textwrap.indent(element, "  "))
+            opened = True
+        self.out.write("".join(parts))
+
+    def finish(self) -> None:
+        self.out.write("\n]\n" if self.rows_written else "[]\n")
+        super().finish()
+
+
+class TableWriter(RowWriter):
+    """psql's aligned table. The first batch is drawn whole (by tabulate); later batches keep its column widths
+    and alignment, as psql's FETCH_COUNT mode does, so a wider value further down pushes its row out of line."""
+
+    def __init__(self, out: TextIO):
+        super().__init__(out)
+        self._border: str | None = None  # the closing line, once the first batch is drawn
+        self._widths: list[int] = []
+        self._right: list[bool] = []
+        self._first = 0
+
+    def _write(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        if self._border is None:
+            lines = _table(self.columns, rows).rstrip("\n").split("\n")
+            self._border = lines[-1]
+            self.out.write("\n".join(lines[:-1]) + "\n")
+            self._widths = [len(segment) - 2 for segment in self._border.strip("+").split("+")]
+            self._right = [_numeric_column(rows, i) for i in range(len(self.columns))]
+            self._first = len(rows)
+            return
+        self.widths_from = self._first
+        self.out.write("".join("| " + " | ".join(cell.rjust(w) if right else cell.ljust(w) for cell, w, right in
+                                                 zip(map(_display, row), self._widths, self._right)) + " |\n"
+                               for row in rows))
+
+    def finish(self) -> None:
+        if self._border is None and self.columns:  # no rows at all: the header alone
+            self.out.write(_table(self.columns, []))
+        elif self._border is not None:
+            self.out.write(self._border + "\n")
+        super().finish()
+
+
+class ExpandedWriter(RowWriter):
+    """psql's expanded display (\\x): a -[ RECORD n ]- block per row; the rule's width comes from the first batch."""
+
+    def __init__(self, out: TextIO):
+        super().__init__(out)
+        self._value_width: int | None = None
+
+    def _write(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        shown = [[_display(v) for v in row] for row in rows]
+        if self._value_width is None:
+            self._value_width = max([len(v) for values in shown for v in values] + [1])
+        self.out.write(_expanded(self.columns, shown, start=self.rows_written + 1, value_width=self._value_width))
+
+
+def row_writer(fmt: str, out: TextIO, *, expanded: bool = False) -> RowWriter:
+    """The writer for `fmt` (one of FORMATS) onto `out`; `expanded` applies to the table format."""
+    if fmt == "table":
+        return ExpandedWriter(out) if expanded else TableWriter(out)
+    if fmt in ("csv", "tsv"):
+        return DelimitedWriter(out, "," if fmt == "csv" else "\t")
+    if fmt == "json":
+        return JsonArrayWriter(out)
+    if fmt == "jsonl":
+        return JsonLinesWriter(out)
+    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def _table(columns: list[str], rows: Sequence[tuple[Any, ...]]) -> str:
+    shown = [[_display(v) for v in row] for row in rows]
     # Like psql: numbers right-aligned, everything else left.
-    align = ["right" if _numeric_column(result.rows, i) else "left" for i in range(len(result.columns))]
-    return tabulate(rows, headers=result.columns, tablefmt="psql", disable_numparse=True, colalign=align) + "\n"
+    align = ["right" if _numeric_column(rows, i) else "left" for i in range(len(columns))]
+    return tabulate(shown, headers=columns, tablefmt="psql", disable_numparse=True, colalign=align) + "\n"
 
 
-def _expanded(result: Result) -> str:
-    """psql's expanded display: -[ RECORD 1 ]-+------ blocks."""
-    if not result.columns:
-        return ""
-    name_width = max(len(c) for c in result.columns)
-    shown = [[_display(v) for v in row] for row in result.rows]
-    value_width = max([len(v) for values in shown for v in values] + [1])
+def _expanded(columns: list[str], shown: list[list[str]], *, start: int, value_width: int) -> str:
+    """psql's expanded display: -[ RECORD n ]-+------ blocks, numbered from `start`."""
+    name_width = max(len(c) for c in columns)
     lines = []
-    for number, values in enumerate(shown, 1):
+    for number, values in enumerate(shown, start):
         header = f"-[ RECORD {number} ]"
         lines.append(header + "-" * max(0, name_width + 1 - len(header)) + "+" + "-" * (value_width + 1))
-        lines += [f"{c.ljust(name_width)} | {v}" for c, v in zip(result.columns, values)]
+        lines += [f"{c.ljust(name_width)} | {v}" for c, v in zip(columns, values)]
     return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -72,18 +208,12 @@ def widest_line(text: str) -> int:
     return max((len(line) for line in text.splitlines()), default=0)
 
 
-def _numeric_column(rows: list[tuple[Any, ...]], index: int) -> bool:
+def _numeric_column(rows: Sequence[tuple[Any, ...]], index: int) -> bool:
     values = [row[index] for row in rows if row[index] is not None]
     return bool(values) and all(isinstance(v, (int, float, decimal.Decimal)) and not isinstance(v, bool) for v in values)
 
 
-def _delimited(result: Result, delimiter: str) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
-    if result.columns:
-        writer.writerow(result.columns)
-    writer.writerows([["" if v is None else _display(v) for v in row] for row in result.rows])
-    return out.getvalue()
+_BINARY = frozenset({bytes, bytearray, memoryview})
 
 
 def _display(value: Any) -> str:

@@ -54,10 +54,10 @@ class Setting:
 # type() rather than isinstance(): TOML's true is not a row limit
 
 
-def _whole_number(value: Any) -> int:
-    if type(value) is int and value >= 1:
+def _row_limit(value: Any) -> int:
+    if type(value) is int and value >= 0:
         return value
-    raise ValueError("must be a whole number, at least 1")
+    raise ValueError("must be a whole number, 0 for no limit")
 
 
 def _seconds(value: Any) -> float:
@@ -124,7 +124,7 @@ def _parsed(convert: Callable[[str], float], least: float, kind: str, below: str
     return parse
 
 
-_positive_int = _parsed(int, 1, "a whole number", "must be at least 1")
+_non_negative_int = _parsed(int, 0, "a whole number", "must be 0 (no limit) or more")
 _non_negative_float = _parsed(float, 0, "a number", "must be 0 or more")
 
 
@@ -132,10 +132,11 @@ _non_negative_float = _parsed(float, 0, "a number", "must be 0 or more")
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("row_limit", int, DEFAULT_ROW_LIMIT,
-            "Most rows to fetch and show for one statement: a whole number, at least 1. Default: {default}.",
-            _whole_number,
-            flag=Flag(("--row-limit",), f"most rows to fetch and show (default {DEFAULT_ROW_LIMIT}, or the config "
-                      "file's)", _positive_int)),
+            "Most rows to fetch and show for one statement: a whole number. 0 means no limit for output to a\n"
+            "file or a pipe (\\o, -e ... > out.csv); the screen still stops at {default}. Default: {default}.",
+            _row_limit,
+            flag=Flag(("--row-limit",), f"most rows to fetch and show; 0: no limit to a file or a pipe (default "
+                      f"{DEFAULT_ROW_LIMIT}, or the config file's)", _non_negative_int)),
     Setting("timeout", float, DEFAULT_TIMEOUT_S,
             "Statement timeout in seconds; 0 means none. Default: {default}.", _seconds,
             flag=Flag(("--timeout",), f"statement timeout in seconds, 0 for none (default {DEFAULT_TIMEOUT_S:g})",

@@ -128,7 +128,7 @@ def test_bad_files(tmp_path, setup, message):
 @pytest.mark.parametrize("args, message", [
     (["mysql://localhost/db", "--sql", "SELECT 1"], "unsupported database URL scheme"),
     (["x.db", "--format", "xml"], "invalid choice"),
-    (["x.db", "--row-limit", "0"], "at least 1"),
+    (["x.db", "--row-limit", "-1"], "must be 0 (no limit) or more"),
     (["x.db", "--yes"], "--yes only applies with -e or --sql"),
 ])
 def test_usage_errors_exit_1(args, message):

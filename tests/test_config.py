@@ -88,7 +88,7 @@ def test_every_setting_accepts_good_values(cfg):
 @pytest.mark.parametrize("line, key", [
     ('format = "xml"', "format"),
     ("format = 3", "format"),
-    ("row_limit = 0", "row_limit"),
+    ("row_limit = -1", "row_limit"),
     ("row_limit = true", "row_limit"),
     ('row_limit = "100"', "row_limit"),
     ("timeout = -1", "timeout"),
@@ -119,7 +119,7 @@ def test_a_bad_value_is_one_line_naming_the_file_and_the_key(cfg, line, key):
 
 def test_a_bad_choice_says_what_is_allowed(cfg):
     write(cfg, 'format = "xml"\n')
-    assert usage_error(cfg).endswith("format must be one of table, csv, tsv, json (got 'xml')")
+    assert usage_error(cfg).endswith("format must be one of table, csv, tsv, json, jsonl (got 'xml')")
 
 
 def test_a_syntax_error_is_one_line_naming_the_file_and_the_line(cfg):

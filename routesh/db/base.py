@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from routesh.db.schema import Schema
 
 DEFAULT_ROW_LIMIT = 1000
 DEFAULT_TIMEOUT_S = 30.0
+NO_ROW_LIMIT = 0  # row_limit 0: every row (meant for a RowSink; without one, every row is held in memory)
 
 
 @dataclass
@@ -18,16 +20,31 @@ class Result:
     elapsed: float  # seconds, statement start to last row fetched
     truncated: bool = False  # more rows existed than row_limit allowed through
     status: str | None = None  # e.g. "UPDATE 3" for a statement that returns no rows
+    streamed: int | None = None  # rows handed to a RowSink instead of kept in `rows`
 
     @property
     def row_count(self) -> int:
-        return len(self.rows)
+        return len(self.rows) if self.streamed is None else self.streamed
 
 
 @dataclass(frozen=True)
 class ExecOptions:
-    row_limit: int = DEFAULT_ROW_LIMIT
-    timeout: float = DEFAULT_TIMEOUT_S  # seconds; 0 disables
+    row_limit: int = DEFAULT_ROW_LIMIT  # NO_ROW_LIMIT (0): every row
+    timeout: float = DEFAULT_TIMEOUT_S  # seconds; 0 disables. With a RowSink it bounds each batch's fetch,
+    # as PostgreSQL's statement_timeout bounds each FETCH: a long export is not a slow statement
+
+    def for_screen(self) -> ExecOptions:
+        """The screen is never unlimited: row_limit 0 shows DEFAULT_ROW_LIMIT rows there."""
+        return self if self.row_limit else replace(self, row_limit=DEFAULT_ROW_LIMIT)
+
+
+class RowSink(Protocol):
+    """Where a streamed result goes as it is fetched: `begin` once with the column names (only for a
+    statement that returns rows), then `write` for each batch. Memory stays one batch deep."""
+
+    def begin(self, columns: list[str]) -> None: ...
+
+    def write(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
 
 
 @dataclass
@@ -46,9 +63,11 @@ class Database(Protocol):
 
     def introspect(self, *, samples: int = 3) -> Schema: ...
 
-    def execute(self, sql: str, *, options: ExecOptions | None = None, guard: bool = True) -> Result:
+    def execute(self, sql: str, *, options: ExecOptions | None = None, guard: bool = True,
+                sink: RowSink | None = None) -> Result:
         """Run one statement. With guard=True the sqlglot layer checks it first (read-only unless
-        writes are allowed); guard=False skips only that layer, never the database envelope."""
+        writes are allowed); guard=False skips only that layer, never the database envelope. With a
+        sink the rows go there batch by batch (Result.streamed counts them) instead of into Result.rows."""
         ...
 
     def cancel(self) -> None:

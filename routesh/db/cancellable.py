@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from routesh.db.base import Database, ExecOptions, Result
+from routesh.db.base import Database, ExecOptions, Result, RowSink
 from routesh.errors import QueryCancelled
 
 T = TypeVar("T")
@@ -25,21 +25,26 @@ def run_cancellable(work: Callable[[], T], *, cancel: Callable[[], None],
     work is then given `grace` seconds to wind down (None: as long as it takes), and what is raised is
     `when_cancelled(the work's own error, or None)`."""
     outcome: dict[str, object] = {}
+    finished = threading.Event()
 
     def target() -> None:
         try:
             outcome["value"] = work()
         except BaseException as err:  # handed back to the waiting thread
             outcome["error"] = err
+        finally:
+            finished.set()
 
-    worker = threading.Thread(target=target, name=name, daemon=True)
-    worker.start()
+    # The wait is on an Event, not Thread.join: on Python 3.11 a Ctrl-C that interrupts join() can mark a
+    # thread that is still running as stopped (the bpo-45274 fix), and the caller would go on while the work
+    # still writes, or leave the interpreter while a model's threads still run.
+    threading.Thread(target=target, name=name, daemon=True).start()
     cancelled_at: float | None = None
-    while worker.is_alive():
+    while not finished.is_set():
         if cancelled_at is not None and grace is not None and time.monotonic() - cancelled_at >= grace:
             break
         try:
-            worker.join(0.1)
+            finished.wait(0.1)
         except KeyboardInterrupt:
             if cancelled_at is None:
                 cancel()
@@ -51,8 +56,9 @@ def run_cancellable(work: Callable[[], T], *, cancel: Callable[[], None],
     return outcome["value"]  # type: ignore[return-value]
 
 
-def execute_cancellable(db: Database, sql: str, *, options: ExecOptions, guard: bool = True) -> Result:
+def execute_cancellable(db: Database, sql: str, *, options: ExecOptions, guard: bool = True,
+                        sink: RowSink | None = None) -> Result:
     """db.execute; Ctrl-C cancels the statement, and the statement's own QueryCancelled comes back."""
-    return run_cancellable(lambda: db.execute(sql, options=options, guard=guard), cancel=db.cancel,
+    return run_cancellable(lambda: db.execute(sql, options=options, guard=guard, sink=sink), cancel=db.cancel,
                            when_cancelled=lambda err: err or QueryCancelled("query cancelled"),
                            name="routesh-statement")

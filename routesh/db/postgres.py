@@ -25,8 +25,9 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.pq import TransactionStatus
 
-from routesh.db.base import ConnectionInfo, ExecOptions, Result
+from routesh.db.base import ConnectionInfo, ExecOptions, Result, RowSink
 from routesh.db.dsn import redact
+from routesh.db.fetch import Fetched, fetch
 from routesh.db.schema import Column, ForeignKey, Schema, Table, distinct_samples
 from routesh.errors import (
     ConnectError,
@@ -57,7 +58,7 @@ _INTROSPECT_TIMEOUT_MS = 5000  # one catalog/sample/count statement
 _INTROSPECT_LOCK_TIMEOUT_MS = 1000  # a table locked by someone else is skipped, not waited for
 _RETRY_BUDGET_S = 10.0  # time for retrying failed batches one relation at a time
 
-_Outcome = tuple[list[str], list[tuple[Any, ...]], str | None]  # columns, rows, status
+_Outcome = tuple[list[str], Fetched, str | None]  # columns, rows, status
 
 
 # ---- connecting -----------------------------------------------------------------------------------
@@ -185,7 +186,8 @@ class PostgresDatabase:
 
     # ---- executing --------------------------------------------------------------------------------
 
-    def execute(self, sql: str, *, options: ExecOptions | None = None, guard: bool = True) -> Result:
+    def execute(self, sql: str, *, options: ExecOptions | None = None, guard: bool = True,
+                sink: RowSink | None = None) -> Result:
         opts = options or ExecOptions()
         if guard:
             sql_guard.check(sql, self.dialect, writes_allowed=self.writes_allowed)
@@ -194,32 +196,44 @@ class PostgresDatabase:
             self._running, self._cancel_requested = True, False
         started = time.monotonic()
         try:
-            run = self._run_write if self.writes_allowed else self._run_read_only
-            columns, rows, status = run(conn, sql, opts)
+            if not self.writes_allowed:
+                columns, fetched, status = self._run_query(conn, sql, opts, sink, read_only=True)
+            elif sink is not None and sql_guard.classify(sql, self.dialect).read_only:
+                # a query streamed in write mode: a server-side cursor too, or libpq would hold every row
+                columns, fetched, status = self._run_query(conn, sql, opts, sink, read_only=False)
+            else:
+                columns, fetched, status = self._run_write(conn, sql, opts, sink)
             elapsed = time.monotonic() - started
         finally:
             self._end_transaction(conn)
             with self._state:
                 self._running = False
-        truncated = len(rows) > opts.row_limit
-        return Result(columns, rows[: max(opts.row_limit, 0)], elapsed, truncated, status)
+        return Result(columns, fetched.rows, elapsed, fetched.truncated, status,
+                      streamed=fetched.count if sink is not None else None)
 
-    def _run_read_only(self, conn: psycopg.Connection[Any], sql: str, opts: ExecOptions) -> _Outcome:
+    def _run_query(self, conn: psycopg.Connection[Any], sql: str, opts: ExecOptions, sink: RowSink | None,
+                   *, read_only: bool) -> _Outcome:
         with self._step(sql, opts, "begin"):
-            conn.execute("BEGIN READ ONLY")
+            conn.execute("BEGIN READ ONLY" if read_only else "BEGIN")
             conn.execute(_timeout_statement(opts.timeout))
-        with self._step(sql, opts, "explain"):
-            plan = _explain(conn, sql)
-        _check_plan(plan)
+        if read_only:
+            with self._step(sql, opts, "explain"):
+                plan = _explain(conn, sql)
+            _check_plan(plan)
         with conn.cursor(name=_CURSOR) as cur:
             with self._step(sql, opts, "declare"):
                 cur.execute(sql)  # DECLARE ... CURSOR FOR <sql>: only a query fits there
-            with self._step(sql, opts, "fetch"):
-                rows = cur.fetchmany(max(opts.row_limit, 0) + 1)
             columns = [c.name for c in cur.description or []]
-        return columns, rows, None
+            if sink is not None:
+                sink.begin(columns)
+            with self._step(sql, opts, "fetch"):  # each FETCH is a statement: the timeout bounds each batch
+                fetched = fetch(cur.fetchmany, row_limit=opts.row_limit, sink=sink, before_batch=self._stop_if_cancelled)
+        if not read_only:
+            with self._step(sql, opts, "commit", check_cancel=False):
+                conn.execute("COMMIT")
+        return columns, fetched, None
 
-    def _run_write(self, conn: psycopg.Connection[Any], sql: str, opts: ExecOptions) -> _Outcome:
+    def _run_write(self, conn: psycopg.Connection[Any], sql: str, opts: ExecOptions, sink: RowSink | None) -> _Outcome:
         if first_keyword(sql) == "COPY":
             # COPY to the client would wedge the connection; to a file or program it leaves the database.
             raise Refused("COPY is not supported; use SELECT (or \\copy in psql)", layer=LAYER, node="COPY")
@@ -229,13 +243,19 @@ class PostgresDatabase:
         with conn.cursor() as cur, self._step(sql, opts, "write"):
             # prepare=True sends Parse/Bind/Execute: the server accepts exactly one statement.
             cur.execute(sql, prepare=True)  # type: ignore[arg-type]
-            rows = cur.fetchmany(max(opts.row_limit, 0) + 1) if cur.description else []
             columns = [c.name for c in cur.description or []]
+            if columns and sink is not None:
+                sink.begin(columns)
+            fetched = fetch(cur.fetchmany, row_limit=opts.row_limit, sink=sink) if columns else Fetched([], 0, False)
             status = cur.statusmessage
         # A cancel that arrived by now still wins: nothing is committed (the step above raised).
         with self._step(sql, opts, "commit", check_cancel=False):
             conn.execute("COMMIT")
-        return columns, rows, status
+        return columns, fetched, status
+
+    def _stop_if_cancelled(self) -> None:
+        if self._cancel_requested:  # it may have landed between two FETCHes, where the server saw nothing
+            raise QueryCancelled("the statement was cancelled")
 
     @contextmanager
     def _step(self, sql: str, opts: ExecOptions, step: str, *, check_cancel: bool = True) -> Iterator[None]:

@@ -10,7 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from routesh.db.base import ConnectionInfo, ExecOptions, Result
+from routesh.db.base import ConnectionInfo, ExecOptions, Result, RowSink
+from routesh.db.fetch import Fetched, fetch
 from routesh.db.schema import Column, ForeignKey, Schema, Table, distinct_samples
 from routesh.errors import ConnectError, QueryCancelled, QueryError, QueryTimeout, Refused
 from routesh.sql import guard
@@ -129,30 +130,41 @@ class SqliteDatabase:
 
     # ---- running statements ---------------------------------------------------------------------
 
-    def execute(self, sql: str, *, options: ExecOptions | None = None, guard: bool = True) -> Result:
+    def execute(self, sql: str, *, options: ExecOptions | None = None, guard: bool = True,
+                sink: RowSink | None = None) -> Result:
         opts = options or ExecOptions()
         if guard:
             _guard.check(sql, "sqlite", writes_allowed=self.writes_allowed)
         with self._lock:
-            return self._run(sql, opts)
+            return self._run(sql, opts, sink)
 
-    def _run(self, sql: str, opts: ExecOptions) -> Result:
+    def _run(self, sql: str, opts: ExecOptions, sink: RowSink | None) -> Result:
         self._cancelled.clear()
         started = time.monotonic()
-        self._deadline = started + opts.timeout if opts.timeout and opts.timeout > 0 else None
+        self._deadline = _deadline(opts)
         cursor = self._conn.cursor()
+
+        def before_batch() -> None:
+            if self._cancelled.is_set():  # a cancel that arrived while the sink was writing
+                raise QueryCancelled("query cancelled")
+            if sink is not None:  # streaming: the timeout bounds each batch, not the whole export
+                self._deadline = _deadline(opts)
+
         try:
             cursor.execute(sql)
             columns = [d[0] for d in cursor.description] if cursor.description else []
-            rows = cursor.fetchmany(opts.row_limit + 1) if columns else []
+            if columns and sink is not None:
+                sink.begin(columns)
+            fetched = fetch(cursor.fetchmany, row_limit=opts.row_limit, sink=sink,
+                            before_batch=before_batch) if columns else Fetched([], 0, False)
             status = None if columns else _status(sql, cursor.rowcount)
         except (sqlite3.Error, sqlite3.Warning) as err:
             raise self._translate(err, opts) from None
         finally:
             self._deadline = None
             cursor.close()
-        truncated = len(rows) > opts.row_limit
-        return Result(columns, [tuple(r) for r in rows[: opts.row_limit]], time.monotonic() - started, truncated, status)
+        return Result(columns, fetched.rows, time.monotonic() - started, fetched.truncated, status,
+                      streamed=fetched.count if sink is not None else None)
 
     def _translate(self, err: Exception, opts: ExecOptions) -> Exception:
         text = str(err)
@@ -290,6 +302,10 @@ def _resolve_fk_targets(tables: tuple[Table, ...]) -> tuple[Table, ...]:
             fks.append(ForeignKey(fk.columns, ref_name, tuple(ref_cols)))
         resolved.append(replace(table, foreign_keys=tuple(fks)))
     return tuple(resolved)
+
+
+def _deadline(opts: ExecOptions) -> float | None:
+    return time.monotonic() + opts.timeout if opts.timeout and opts.timeout > 0 else None
 
 
 def _status(sql: str, rowcount: int) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import platformdirs
 from prompt_toolkit import PromptSession
@@ -24,11 +25,12 @@ from pygments.styles import get_style_by_name
 
 from routesh.cancel import CancelToken
 from routesh.db import Database, Result
-from routesh.errors import Cancelled, ConnectionLost, RoutesError
+from routesh.db.base import ExecOptions, RowSink
+from routesh.errors import Cancelled, ConnectionLost, QueryError, RoutesError
 from routesh.pipeline.options import PipelineOptions
 from routesh.pipeline.pipeline import Pipeline
 from routesh.pipeline.stages import REVISING, Answer, StageEvent, Starting
-from routesh.render import footer, render, widest_line
+from routesh.render import footer, render, row_writer, widest_line
 from routesh.settings import Settings
 from routesh.shell import commands
 from routesh.shell.busy import BusyView
@@ -211,30 +213,68 @@ def _answer_note(answer: Answer) -> str:
 def run_sql(session: ShellSession, sql: str) -> Result | None:
     sql = sql.strip()
     session.last_sql = sql
+    if session.output.file is not None:
+        return _run_to_file(session, sql, session.output.file)
+    options = session.options.for_screen()
+    result = _execute(session, sql, options)
+    if result is None:
+        return None
+    text = render(result, session.fmt, expanded=session.expanded == "on")
+    if session.expanded == "auto" and session.fmt == "table" and widest_line(text) > shutil.get_terminal_size().columns:
+        text = render(result, session.fmt, expanded=True)
+    note = footer(result, row_limit=options.row_limit, timing=session.timing,
+                  screen_limit=not session.options.row_limit)
+    session.output.results(text + note + "\n")
+    _after(session, sql)
+    return result
 
+
+def _run_to_file(session: ShellSession, sql: str, out: TextIO) -> Result | None:
+    """\\o FILE: the rows stream into the file as they are fetched (no screen limit: row_limit 0 is every row);
+    the screen says how many went there."""
+    writer = row_writer(session.fmt, out, expanded=session.expanded == "on")
+    try:
+        result = _execute(session, sql, session.options, sink=writer)
+    except QueryError as err:  # cancelled or failed part way: what was written stays well-formed
+        writer.finish()
+        if writer.rows_written:
+            raise type(err)(f"{err}; {writer.rows_written} rows were written to {session.output.file_name}") from None
+        raise
+    if result is None:
+        return None
+    writer.finish()
+    note = footer(result, row_limit=session.options.row_limit, timing=session.timing, widths_from=writer.widths_from)
+    if session.fmt == "table":
+        out.write(note + "\n")
+        out.flush()
+    where = f"{result.row_count} row{'s' if result.row_count != 1 else ''} written to {session.output.file_name}"
+    if result.truncated:
+        session.say(f"{where}; {note}", "class:warning")
+    else:
+        session.say(f"{where}.", "class:info")
+    _after(session, sql)
+    return result
+
+
+def _execute(session: ShellSession, sql: str, options: ExecOptions, sink: RowSink | None = None) -> Result | None:
     def work(view: BusyView) -> Result:
         view.set_label("running the statement")
         session.running = "query"
         with session.db_lock:
-            return session.db.execute(sql, options=session.options)
+            return session.db.execute(sql, options=options, sink=sink)
 
     try:
-        result = BusyView(work, cancel=session.db.cancel, toolbar=lambda: toolbar(session), style=session.style).run()
+        return BusyView(work, cancel=session.db.cancel, toolbar=lambda: toolbar(session), style=session.style).run()
     except ConnectionLost as err:  # its message already says that the next statement reconnects
         session.error(f"ERROR: {err}")
         return None
     finally:
         session.running = ""
-    text = render(result, session.fmt, expanded=session.expanded == "on")
-    if session.expanded == "auto" and session.fmt == "table" and widest_line(text) > shutil.get_terminal_size().columns:
-        text = render(result, session.fmt, expanded=True)
-    note = footer(result, row_limit=session.options.row_limit, timing=session.timing)
-    if session.fmt == "table" or session.output.file_name is None:
-        text += note + "\n"
-    session.output.results(text)
+
+
+def _after(session: ShellSession, sql: str) -> None:
     if session.db.writes_allowed and sql.lstrip().lower().startswith(_WRITE_WORDS):
         session.refresh_schema()  # DDL or data changed: names for completion, samples for prompts
-    return result
 
 
 def _error_line(err: RoutesError) -> str:

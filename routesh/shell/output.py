@@ -37,6 +37,11 @@ class Output:
         self.file_name = str(path)
         return f"Results go to {path} (\\o alone goes back to the screen)."
 
+    @property
+    def file(self) -> TextIO | None:
+        """The \\o file that results stream into, or None for the screen."""
+        return self._file
+
     def results(self, text: str) -> None:
         """Query results and listings: to the \\o file, else the screen, paged when they do not fit."""
         if self._file is not None:

@@ -1,0 +1,47 @@
+"""run_cancellable: Ctrl-C on the waiting thread cancels the work and waits for it to wind down."""
+
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+
+import pytest
+
+from routesh.db.cancellable import run_cancellable
+
+
+class Stopped(Exception):
+    pass
+
+
+def test_ctrl_c_cancels_and_waits_for_the_work_to_end():
+    """The work keeps going for a while after its cancel (a batch being written, a model step): the caller
+    must not go on before it ends. On Python 3.11 a Thread.join interrupted by Ctrl-C could mark the
+    still-running worker as stopped; this fails there if the wait relies on join."""
+    cancelled = threading.Event()
+    log: list[str] = []
+
+    def work() -> str:
+        threading.Timer(0.2, _thread.interrupt_main).start()  # Ctrl-C while the caller waits
+        cancelled.wait(5)
+        time.sleep(0.5)  # winding down takes time
+        log.append("work ended")
+        raise Stopped("stopped")
+
+    with pytest.raises(Stopped):
+        run_cancellable(work, cancel=cancelled.set, when_cancelled=lambda err: err or RuntimeError("none"))
+    log.append("caller went on")
+    assert log == ["work ended", "caller went on"]
+
+
+def test_grace_bounds_the_wait_and_the_result_comes_back_otherwise():
+    def stuck() -> None:
+        threading.Timer(0.1, _thread.interrupt_main).start()
+        time.sleep(3)
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_cancellable(stuck, cancel=lambda: None, when_cancelled=lambda err: KeyboardInterrupt(), grace=0.3)
+    assert time.monotonic() - started < 2
+    assert run_cancellable(lambda: 42, cancel=lambda: None, when_cancelled=lambda err: RuntimeError()) == 42
