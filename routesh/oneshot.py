@@ -8,6 +8,7 @@ pipeline abstains, with its reason on stderr.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 
 from routesh.cancel import CancelToken
@@ -17,7 +18,7 @@ from routesh.errors import Abstained, QueryError, UsageError
 from routesh.pipeline.options import SCHEMA_SAMPLES, PipelineOptions
 from routesh.pipeline.pipeline import Pipeline
 from routesh.pipeline.stages import Answer, StageEvent, Starting
-from routesh.render import footer, row_writer
+from routesh.render import STREAMED_FORMATS, footer, render, row_writer
 from routesh.settings import Settings
 from routesh.sql import guard
 from routesh.sql.classify import classify, is_command
@@ -48,6 +49,13 @@ def run_one(db: Database, sql: str, *, run: bool, settings: Settings) -> int:
         _notice("not run: add --yes to run it")
         return 0
     print(sql, file=sys.stderr)
+    if fmt not in STREAMED_FORMATS:  # a chart draws every row at once: at most the screen's limit of them
+        applied = options.for_screen()
+        result = execute_cancellable(db, sql, options=applied, guard=False)
+        sys.stdout.write(render(result, fmt, width=shutil.get_terminal_size().columns))
+        if result.truncated:
+            _notice(footer(result, row_limit=applied.row_limit, screen_limit=not options.row_limit))
+        return 0
     on_screen = sys.stdout.isatty()  # the row limit's 0 ("no limit") is for files and pipes only
     applied = options.for_screen() if on_screen else options
     writer = row_writer(fmt, sys.stdout)

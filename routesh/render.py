@@ -16,14 +16,19 @@ from typing import Any, TextIO
 
 from tabulate import tabulate
 
+from routesh.chart import chart, is_numeric_column
 from routesh.db.base import Result
 
-FORMATS = ("table", "csv", "tsv", "json", "jsonl")
+STREAMED_FORMATS = ("table", "csv", "tsv", "json", "jsonl")  # written batch by batch as rows are fetched
+FORMATS = (*STREAMED_FORMATS, "chart")  # a chart needs every row first: fetched up to the screen's limit
 
 
-def render(result: Result, fmt: str = "table", *, expanded: bool = False) -> str:
+def render(result: Result, fmt: str = "table", *, expanded: bool = False, width: int = 80) -> str:
     """The rows of `result` in `fmt`. Notices (row counts, truncation) are separate: see footer().
-    `expanded` is psql's \\x: one block per row, a line per column (table format only)."""
+    `expanded` is psql's \\x: one block per row, a line per column (table format only); `width` is the
+    chart's. A result a chart cannot draw raises UsageError."""
+    if fmt == "chart":
+        return chart(result, width=width)
     out = io.StringIO()
     writer = row_writer(fmt, out, expanded=expanded)
     if result.columns:
@@ -143,7 +148,7 @@ class TableWriter(RowWriter):
             self._border = lines[-1]
             self.out.write("\n".join(lines[:-1]) + "\n")
             self._widths = [len(segment) - 2 for segment in self._border.strip("+").split("+")]
-            self._right = [_numeric_column(rows, i) for i in range(len(self.columns))]
+            self._right = [is_numeric_column(rows, i) for i in range(len(self.columns))]
             self._first = len(rows)
             return
         self.widths_from = self._first
@@ -183,13 +188,13 @@ def row_writer(fmt: str, out: TextIO, *, expanded: bool = False) -> RowWriter:
         return JsonArrayWriter(out)
     if fmt == "jsonl":
         return JsonLinesWriter(out)
-    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    raise ValueError(f"{fmt!r} is not a streamed format; choose one of {', '.join(STREAMED_FORMATS)}")
 
 
 def _table(columns: list[str], rows: Sequence[tuple[Any, ...]]) -> str:
     shown = [[_display(v) for v in row] for row in rows]
     # Like psql: numbers right-aligned, everything else left.
-    align = ["right" if _numeric_column(rows, i) else "left" for i in range(len(columns))]
+    align = ["right" if is_numeric_column(rows, i) else "left" for i in range(len(columns))]
     return tabulate(shown, headers=columns, tablefmt="psql", disable_numparse=True, colalign=align) + "\n"
 
 
@@ -206,11 +211,6 @@ def _expanded(columns: list[str], shown: list[list[str]], *, start: int, value_w
 
 def widest_line(text: str) -> int:
     return max((len(line) for line in text.splitlines()), default=0)
-
-
-def _numeric_column(rows: Sequence[tuple[Any, ...]], index: int) -> bool:
-    values = [row[index] for row in rows if row[index] is not None]
-    return bool(values) and all(isinstance(v, (int, float, decimal.Decimal)) and not isinstance(v, bool) for v in values)
 
 
 _BINARY = frozenset({bytes, bytearray, memoryview})

@@ -119,7 +119,7 @@ def test_a_bad_value_is_one_line_naming_the_file_and_the_key(cfg, line, key):
 
 def test_a_bad_choice_says_what_is_allowed(cfg):
     write(cfg, 'format = "xml"\n')
-    assert usage_error(cfg).endswith("format must be one of table, csv, tsv, json, jsonl (got 'xml')")
+    assert usage_error(cfg).endswith("format must be one of table, csv, tsv, json, jsonl, chart (got 'xml')")
 
 
 def test_a_syntax_error_is_one_line_naming_the_file_and_the_line(cfg):

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # What each part of the code may import (besides itself, the standard library and third-party packages).
 # The floors, bottom up: errors; cancel; sql and db (sql sees only the schema types); engine; prompts and
-# render; pipeline; evaluate, settings and config; finetune, oneshot; shell; cli. bench may use it all.
+# render and chart; pipeline; evaluate, settings and config; finetune, oneshot; shell; cli. bench may use it all.
 _BELOW_PIPELINE = {"errors", "cancel", "sql", "db", "engine", "prompts"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
@@ -22,17 +22,18 @@ ALLOWED: dict[str, set[str]] = {
     "db": {"errors", "sql"},
     "engine": {"errors", "cancel"},
     "prompts": {"errors", "db", "sql", "engine"},
-    "render": {"errors", "db"},
+    "chart": {"errors", "db"},
+    "render": {"errors", "db", "chart"},
     "pipeline": _BELOW_PIPELINE,
     "evaluate": _BELOW_PIPELINE | {"pipeline"},
-    "settings": _BELOW_PIPELINE | {"pipeline", "render"},
-    "config": _BELOW_PIPELINE | {"pipeline", "render", "settings"},
+    "settings": _BELOW_PIPELINE | {"pipeline", "render", "chart"},
+    "config": _BELOW_PIPELINE | {"pipeline", "render", "chart", "settings"},
     "demo": {"errors"},
     "finetune": _BELOW_PIPELINE | {"pipeline", "evaluate"},
-    "oneshot": _BELOW_PIPELINE | {"pipeline", "render", "settings", "config"},
-    "shell": _BELOW_PIPELINE | {"pipeline", "evaluate", "render", "settings", "config", "demo"},
-    "cli": _BELOW_PIPELINE | {"pipeline", "evaluate", "render", "settings", "config", "demo", "oneshot", "shell"},
-    "bench": _BELOW_PIPELINE | {"pipeline", "evaluate", "render", "settings", "config", "demo", "oneshot", "finetune"},
+    "oneshot": _BELOW_PIPELINE | {"pipeline", "render", "chart", "settings", "config"},
+    "shell": _BELOW_PIPELINE | {"pipeline", "evaluate", "render", "chart", "settings", "config", "demo"},
+    "cli": _BELOW_PIPELINE | {"pipeline", "evaluate", "render", "chart", "settings", "config", "demo", "oneshot", "shell"},
+    "bench": _BELOW_PIPELINE | {"pipeline", "evaluate", "render", "chart", "settings", "config", "demo", "oneshot", "finetune"},
 }
 
 

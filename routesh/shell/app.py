@@ -26,11 +26,11 @@ from pygments.styles import get_style_by_name
 from routesh.cancel import CancelToken
 from routesh.db import Database, Result
 from routesh.db.base import ExecOptions, RowSink
-from routesh.errors import Cancelled, ConnectionLost, QueryError, RoutesError
+from routesh.errors import Cancelled, ConnectionLost, QueryError, RoutesError, UsageError
 from routesh.pipeline.options import PipelineOptions
 from routesh.pipeline.pipeline import Pipeline
 from routesh.pipeline.stages import REVISING, Answer, StageEvent, Starting
-from routesh.render import footer, render, row_writer, widest_line
+from routesh.render import STREAMED_FORMATS, footer, render, row_writer, widest_line
 from routesh.settings import Settings
 from routesh.shell import commands
 from routesh.shell.busy import BusyView
@@ -213,20 +213,34 @@ def _answer_note(answer: Answer) -> str:
 def run_sql(session: ShellSession, sql: str) -> Result | None:
     sql = sql.strip()
     session.last_sql = sql
-    if session.output.file is not None:
+    if session.output.file is not None and session.fmt in STREAMED_FORMATS:
+        session.last_result = None
         return _run_to_file(session, sql, session.output.file)
     options = session.options.for_screen()
     result = _execute(session, sql, options)
     if result is None:
         return None
-    text = render(result, session.fmt, expanded=session.expanded == "on")
-    if session.expanded == "auto" and session.fmt == "table" and widest_line(text) > shutil.get_terminal_size().columns:
-        text = render(result, session.fmt, expanded=True)
+    session.last_result = result
+    text = _shown(session, result)
     note = footer(result, row_limit=options.row_limit, timing=session.timing,
                   screen_limit=not session.options.row_limit)
     session.output.results(text + note + "\n")
     _after(session, sql)
     return result
+
+
+def _shown(session: ShellSession, result: Result) -> str:
+    width = shutil.get_terminal_size().columns
+    if session.fmt == "chart":
+        try:
+            return render(result, "chart", width=width)
+        except UsageError as err:  # not something to draw: the table, and why
+            session.say(f"{err}; shown as a table.", "class:warning")
+            return render(result, "table")
+    text = render(result, session.fmt, expanded=session.expanded == "on")
+    if session.expanded == "auto" and session.fmt == "table" and widest_line(text) > width:
+        text = render(result, session.fmt, expanded=True)
+    return text
 
 
 def _run_to_file(session: ShellSession, sql: str, out: TextIO) -> Result | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from routesh import config as config_file
+from routesh.chart import chart
 from routesh.errors import UsageError
 from routesh.pipeline.stages import StageConfig
 from routesh.render import FORMATS
@@ -98,6 +100,13 @@ def _format(session: ShellSession, args: str, plus: bool) -> None:
         raise UsageError(f"unknown format {args!r}; choose one of {', '.join(FORMATS)}")
     session.fmt = args
     session.say(f"Output format is {args}.")
+
+
+def _chart(session: ShellSession, args: str, plus: bool) -> None:
+    if session.last_result is None:
+        raise UsageError("no result to chart yet: run a query first (results sent to a \\o file are not kept)")
+    session.output.results(chart(session.last_result, width=shutil.get_terminal_size().columns,
+                                 value=args or None))
 
 
 def _out(session: ShellSession, args: str, plus: bool) -> None:
@@ -251,6 +260,7 @@ REGISTRY: tuple[Command, ...] = (
     Command(("\\x",), "[on|off|auto]", "expanded display: one line per column", _expanded),
     Command(("\\timing",), "[on|off]", "show how long each statement took", _timing),
     Command(("\\T",), "FORMAT", f"result format: {', '.join(FORMATS)}", _format),
+    Command(("\\chart",), "[COLUMN]", "draw the last result as a chart (COLUMN: the value to draw)", _chart),
     Command(("\\o",), "[FILE]", "send results to FILE (appending); alone, back to the screen", _out),
     Command(("\\i",), "FILE", "run the SQL statements in FILE", _include),
     Command(("\\e",), "", "edit the last SQL in $EDITOR, then confirm it", _edit),

@@ -13,7 +13,7 @@ from prompt_toolkit import print_formatted_text
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.styles import BaseStyle
 
-from routesh.db import Database, ExecOptions
+from routesh.db import Database, ExecOptions, Result
 from routesh.db.schema import Schema
 from routesh.db.values import ValueIndex
 from routesh.pipeline.options import SCHEMA_SAMPLES
@@ -40,6 +40,7 @@ class ShellSession:
     last_question: str | None = None
     last_answer: Answer | None = None
     last_sql: str | None = None
+    last_result: Result | None = None  # the last result shown on the screen, for \chart
     prefill: str = ""  # text the next prompt starts with (generated SQL waiting for Enter)
     running: str = ""  # what is working right now, for the toolbar's spinner
     read_line: Callable[[str], str] = input  # the app swaps in a prompt-toolkit prompt (typed confirmations)
