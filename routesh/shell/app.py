@@ -16,6 +16,7 @@ from typing import TextIO
 import platformdirs
 from prompt_toolkit import PromptSession
 from prompt_toolkit.filters import Condition
+from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import FileHistory
 from prompt_toolkit.key_binding import KeyBindings
 from prompt_toolkit.lexers import PygmentsLexer
@@ -162,6 +163,8 @@ def ask(session: ShellSession, question: str) -> Answer | None:
             while engine is None:
                 token.check()
                 engine = session.model.wait(0.2)
+        for notice in session.model.take_notices():
+            view.add_line(FormattedText([("class:warning", notice)]))
         token.check()  # from here the pipeline hands the token to the engine with every model call
         view.set_label("reading the schema")
         schema = session.schema()

@@ -176,6 +176,8 @@ def _model(session: ShellSession, args: str, plus: bool) -> None:
     if not args:
         state = session.model.state
         session.say(f"Model: {session.model.label()}" + (f" — {session.model.error}" if state == "failed" else ""))
+        for notice in session.model.take_notices():
+            session.say(notice, "class:warning")
         return
     old = session.model
     session.model = ModelLoader(args, old.backend)

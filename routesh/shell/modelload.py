@@ -9,13 +9,13 @@ from collections.abc import Callable
 from routesh.engine.base import Engine
 from routesh.errors import ModelError
 
-EngineFactory = Callable[[str | None, str], Engine]
+EngineFactory = Callable[[str | None, str, Callable[[str], None]], Engine]  # (spec, backend, notify)
 
 
-def _load_engine(spec: str | None, backend: str) -> Engine:
+def _load_engine(spec: str | None, backend: str, notify: Callable[[str], None]) -> Engine:
     from routesh.engine import load_engine  # torch and transformers load here, off the prompt's path
 
-    return load_engine(spec, backend=backend, progress=False)
+    return load_engine(spec, backend=backend, progress=False, notify=notify)
 
 
 class ModelLoader:
@@ -28,6 +28,7 @@ class ModelLoader:
         self._factory = factory
         self._engine: Engine | None = None
         self._error: str | None = None
+        self.notices: list[str] = []  # one-line notices from loading (a damaged cache rebuilt), not yet shown
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -38,7 +39,7 @@ class ModelLoader:
 
     def _load(self) -> None:
         try:
-            self._engine = self._factory(self.spec, self.backend)
+            self._engine = self._factory(self.spec, self.backend, self.notices.append)
             self.name = self._engine.name
         except ModelError as err:
             self._error = str(err)
@@ -73,6 +74,11 @@ class ModelLoader:
         if self._error:
             raise ModelError(self._error)
         return self._engine
+
+    def take_notices(self) -> list[str]:
+        """The notices not yet shown, once."""
+        taken, self.notices[:] = list(self.notices), []
+        return taken
 
     def close(self) -> None:
         if self._engine is not None:
