@@ -16,6 +16,7 @@ from routesh import __version__, settings
 from routesh.config import load_config
 from routesh.db import connect
 from routesh.errors import RoutesError, UsageError
+from routesh.logs import keep_libraries_quiet
 from routesh.oneshot import run_one, run_text
 
 EXIT_OK, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 130
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    keep_libraries_quiet()  # library warnings and progress bars go to the log file, never over the screen
     try:
         code = _main(argv)
     except RoutesError as err:

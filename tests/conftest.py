@@ -17,6 +17,14 @@ from routesh.evaluate.pgserver import PgServer, find_bin_dir, start_server
 DEFOG_DATABASES = Path(__file__).resolve().parents[2] / "shared" / "data" / "postgres-defog" / "databases"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def library_log(tmp_path_factory) -> Path:
+    """Library messages of every routesh the tests start go to a file of this session, not the user's."""
+    path = tmp_path_factory.mktemp("log") / "routesh.log"
+    os.environ["ROUTESH_LOG"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     """A running PostgreSQL server: .host, .port, .superuser, .admin_dsn, .dsn(db, user=, password=),

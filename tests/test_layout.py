@@ -12,15 +12,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # What each part of the code may import (besides itself, the standard library and third-party packages).
-# The floors, bottom up: errors; cancel; sql and db (sql sees only the schema types); engine; prompts and
+# The floors, bottom up: errors and logs; cancel; sql and db (sql sees only the schema types); engine; prompts and
 # render and chart; pipeline; evaluate, settings and config; finetune, oneshot; shell; cli. bench may use it all.
-_BELOW_PIPELINE = {"errors", "cancel", "sql", "db", "engine", "prompts"}
+_BELOW_PIPELINE = {"errors", "logs", "cancel", "sql", "db", "engine", "prompts"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
+    "logs": set(),
     "cancel": {"errors"},
     "sql": {"errors", "db.schema"},
     "db": {"errors", "sql"},
-    "engine": {"errors", "cancel"},
+    "engine": {"errors", "logs", "cancel"},
     "prompts": {"errors", "db", "sql", "engine"},
     "chart": {"errors", "db"},
     "render": {"errors", "db", "chart"},

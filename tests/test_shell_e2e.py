@@ -251,6 +251,40 @@ def test_one_shot_question(tmp_path, concert, smollm):
         assert re.search(r"^routesh: no SQL: .+$", run.err, re.M), run.err
 
 
+_FOREIGN = re.compile(r"Warning|Traceback|\d+%\||it/s\]|s/it\]|Writing model shards|Loading (weights|checkpoint)")
+
+
+@pytest.mark.model
+def test_the_default_model_on_a_fresh_cache_leaves_nothing_but_routesh_on_the_screen(tmp_path, concert, model_cache):
+    """First use of the default model: conversion, load and a question. Library warnings, log lines and
+    progress bars go to the log file; the screen holds the shell alone."""
+    from routesh.engine.models import DEFAULT_MODEL, cached_folder, resolve
+
+    fresh = tmp_path / "fresh-cache"
+    env = {**shell_env(tmp_path, model_cache=fresh), "ROUTESH_LOG": str(tmp_path / "routesh.log")}
+    sh = Shell([str(concert)], env=env, cwd=tmp_path)
+    try:
+        sh.child.sendline(QUESTION)
+        which = sh.child.expect([RUN, r"No SQL: [^\r\n]+"], timeout=1200)  # converts, loads, then answers
+        if which == 0:
+            time.sleep(0.3)
+            sh.child.send("\x03")
+            sh.expect(r"Dropped\.")
+        else:
+            sh.ready()
+        sh.quit()
+    finally:
+        sh.close()
+    screen = plain(sh.transcript.getvalue())
+    assert not _FOREIGN.search(screen), _FOREIGN.search(screen).group(0) + "\n" + screen[-3000:]
+    assert "converted " + DEFAULT_MODEL in screen or "converted " + resolve(None).location in screen, screen[-3000:]
+    # the converted folder joins the session's cache, so that later tests do not convert it again
+    name = cached_folder(resolve(None).location).name
+    if not (model_cache / "models" / name).exists():
+        (model_cache / "models").mkdir(parents=True, exist_ok=True)
+        shutil.move(str(fresh / "models" / name), str(model_cache / "models" / name))
+
+
 # ---- commands and SQL, no model ----------------------------------------------------------------------
 
 

@@ -12,12 +12,11 @@ output is what the request gives alone: padding is masked out, positions are eac
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from routesh.engine.gather import Gather, Pending
 from routesh.engine.lookup import DRAFT_TOKENS, propose
 from routesh.engine.prefix_cache import DEFAULT_BYTES, CachedPrefix, PrefixCache, cache_bytes
 from routesh.errors import ModelError
+from routesh.logs import quiet_transformers
 
 if TYPE_CHECKING:
     from routesh.cancel import CancelToken
@@ -114,10 +114,10 @@ class TransformersEngine:
         self.name = name or self.folder.name
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = _pick_dtype(torch, dtype, self.device)
+        quiet_transformers()  # no progress bar or chatter on the shell's screen
         try:
-            with _quiet_transformers():
-                self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
-                model = AutoModelForCausalLM.from_pretrained(self.folder, dtype=self.dtype)
+            self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
+            model = AutoModelForCausalLM.from_pretrained(self.folder, dtype=self.dtype)
         except Exception as err:
             raise ModelError(f"cannot load the model in {self.folder}: {type(err).__name__}: "
                              f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}") from None
@@ -404,22 +404,6 @@ def _cache_of(layers: list[tuple[Any, Any]]) -> Any:
     from transformers import DynamicCache
 
     return DynamicCache(ddp_cache_data=layers)
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """No progress bar or info chatter for a load that takes seconds (the shell owns the terminal)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _pick_dtype(torch: Any, dtype: str | None, device: str) -> Any:

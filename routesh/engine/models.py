@@ -15,8 +15,9 @@ import importlib.util
 import os
 import re
 import shutil
-import tempfile
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import platformdirs
 
 from routesh.engine.manifest import MARKER, damage, write_record
 from routesh.errors import ModelError
+from routesh.logs import quiet_transformers
 
 CACHE_ENV = "ROUTESH_CACHE_DIR"
 Notify = Callable[[str], None]  # where a one-line notice goes (a healed cache); None: stderr
@@ -217,7 +219,7 @@ def materialize(name: str, *, progress: bool = True, notify: Notify | None = Non
         if _problem(target) is None:  # another process built or healed it while we waited
             return target
         with _assembled_gguf(entry, parts, progress=progress) as gguf:
-            _convert_into(gguf, target, source=f"{entry.upstream} via {', '.join(entry.wheels)}")
+            _convert_timed(gguf, target, f"{entry.upstream} via {', '.join(entry.wheels)}", name, notify)
     _healed(target, problem, "the installed wheels", notify)
     return target
 
@@ -229,10 +231,23 @@ def _problem(target: Path) -> str | None:
     return damage(target)
 
 
+def _convert_timed(gguf: Path, target: Path, source: str, name: str, notify: Notify | None) -> None:
+    """_convert_into, saying what it does and how long it took (it is the one slow step of a first use)."""
+    tell = notify or _to_stderr
+    tell(f"converting {name} into a bf16 folder in {target.parent} (once; this takes a minute or two)…")
+    started = time.monotonic()
+    _convert_into(gguf, target, source=source)
+    tell(f"converted {name} in {time.monotonic() - started:.0f} s; later starts load it in seconds")
+
+
+def _to_stderr(message: str) -> None:
+    print(f"routesh: {message}", file=sys.stderr, flush=True)
+
+
 def _healed(target: Path, problem: str, source: str, notify: Notify | None) -> None:
     if problem:
         message = f"the converted model in {target} was damaged ({problem}); rebuilt it from {source}"
-        (notify or (lambda text: print(f"routesh: {text}", file=sys.stderr)))(message)
+        (notify or _to_stderr)(message)
 
 
 @contextlib.contextmanager
@@ -293,7 +308,7 @@ def _materialize_gguf_file(gguf: Path, *, progress: bool, notify: Notify | None 
         return target
     with _lock(target.parent / f"{target.name}.lock"):
         if _problem(target) is not None:
-            _convert_into(gguf, target, source=str(gguf))
+            _convert_timed(gguf, target, str(gguf), gguf.name, notify)
     _healed(target, problem, str(gguf), notify)
     return target
 
@@ -339,6 +354,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quiet_transformers()  # its "Writing model shards" bar and load chatter go to the log, not the screen
     folder, name = str(gguf.parent), gguf.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)

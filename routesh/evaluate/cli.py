@@ -32,6 +32,7 @@ from tqdm import tqdm
 from routesh.db.dsn import redact
 from routesh.engine import BACKENDS
 from routesh.errors import RoutesError, UsageError
+from routesh.logs import keep_libraries_quiet
 from routesh.evaluate.datasets import DATA_SETS, DEFOG_SETS, Example, load_data
 from routesh.evaluate.gold import check_gold
 from routesh.pipeline.options import PipelineOptions
@@ -72,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_libraries_quiet()  # library warnings and progress bars go to the log file; the progress bar is ours
     try:
         _check_arguments(args)
         with _postgres(args) as admin_dsn:

@@ -162,9 +162,9 @@ def ask(session: ShellSession, question: str) -> Answer | None:
             view.set_label(f"waiting for the model to load ({session.model.name})")
             while engine is None:
                 token.check()
+                _show_notices(session, view)  # a first use says it is converting, as it happens
                 engine = session.model.wait(0.2)
-        for notice in session.model.take_notices():
-            view.add_line(FormattedText([("class:warning", notice)]))
+        _show_notices(session, view)
         token.check()  # from here the pipeline hands the token to the engine with every model call
         view.set_label("reading the schema")
         schema = session.schema()
@@ -201,6 +201,11 @@ def ask(session: ShellSession, question: str) -> Answer | None:
     if answer.agreement and answer.agreement.low:  # the pipeline itself is unsure: say so before it runs
         session.say(f"{answer.agreement} — check this SQL.", "class:warning")
     return answer
+
+
+def _show_notices(session: ShellSession, view: BusyView) -> None:
+    for notice in session.model.take_notices():
+        view.add_line(FormattedText([("class:info", notice)]))
 
 
 def _answer_note(answer: Answer) -> str:
