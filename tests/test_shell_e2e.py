@@ -238,6 +238,23 @@ def test_ctrl_c_cancels_generation_and_the_shell_keeps_working(model_shell):
 
 
 @pytest.mark.model
+def test_text_typed_during_a_question_waits_at_run_and_its_enter_runs_nothing(model_shell):
+    sh = model_shell
+    sh.child.sendline(QUESTION)
+    sh.child.expect(r"schema linking…|waiting for the model", timeout=MODEL_WAIT)
+    sh.child.send(" -- typed ahead\r")
+    if not answered(sh):
+        sh.quit()
+        return
+    sh.child.expect(r"-- typed ahead")  # the text sits in the run> buffer, after the SQL...
+    time.sleep(1)
+    assert not re.search(r"\(\d+ rows?\)", plain(sh.child.before or "")), "the typed Enter ran the SQL"
+    sh.child.send("\x03")  # ...and nothing ran: Ctrl-C drops it
+    sh.expect(r"Dropped\.")
+    sh.quit()
+
+
+@pytest.mark.model
 def test_one_shot_question(tmp_path, concert, smollm):
     env = shell_env(tmp_path, model_cache=smollm)
     run = routesh(str(concert), "-e", QUESTION, "--model", "smollm2-135m", env=env, timeout=600)
@@ -444,3 +461,15 @@ def test_one_shot_sql(tmp_path, concert):
     assert run.code == 2 and run.out == "", run
     assert run.err.strip() == "routesh: refused by the guard: DELETE is not a query"
     assert count(concert) == 6
+
+
+def test_keys_typed_while_a_statement_runs_reach_the_next_prompt(shell):
+    slow = ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3000000) "
+            "SELECT count(*) AS slow FROM r;")
+    shell.child.sendline(slow)
+    shell.child.expect(r"running the statement")  # the spinner: the statement runs now
+    shell.child.send("SELECT 6 * 7 AS answer;\r")  # typed ahead, Enter included, as in psql
+    shell.child.expect(r"\(1 row\)", timeout=60)  # the slow one's result...
+    shown = shell.expect(r"\|\s+42 \|", r"\(1 row\)")  # ...then the typed statement ran at the next prompt
+    assert "answer" in shown
+    shell.quit()

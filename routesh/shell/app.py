@@ -182,7 +182,8 @@ def ask(session: ShellSession, question: str) -> Answer | None:
             return pipeline.ask(question, cancel=token, on_event=report)
 
     try:
-        answer = BusyView(work, cancel=token.cancel, toolbar=lambda: toolbar(session), style=session.style).run()
+        answer = BusyView(work, cancel=token.cancel, toolbar=lambda: toolbar(session), style=session.style,
+                          replay_enter=False).run()  # typed text waits at run>, but its Enter never runs the SQL
     except Cancelled:
         session.say("Cancelled.", "class:info")
         return None

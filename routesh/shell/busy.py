@@ -13,7 +13,9 @@ from typing import Generic, TypeVar
 from prompt_toolkit.application import Application
 from prompt_toolkit.filters import Condition
 from prompt_toolkit.formatted_text import FormattedText, StyleAndTextTuples
-from prompt_toolkit.key_binding import KeyBindings
+from prompt_toolkit.input.typeahead import get_typeahead, store_typeahead
+from prompt_toolkit.key_binding import KeyBindings, KeyPress
+from prompt_toolkit.keys import Keys
 from prompt_toolkit.layout import ConditionalContainer, HSplit, Layout, Window
 from prompt_toolkit.layout.controls import FormattedTextControl
 from prompt_toolkit.styles import BaseStyle
@@ -28,8 +30,11 @@ def spinner_frame(since: float = 0.0) -> str:
 
 
 class BusyView(Generic[T]):
+    """`replay_enter=False` keeps type-ahead text but not its Enter: after a question the next prompt holds
+    generated SQL, and nothing typed before the user saw it may run it."""
+
     def __init__(self, work: Callable[["BusyView[T]"], T], *, cancel: Callable[[], None],
-                 toolbar: Callable[[], StyleAndTextTuples] | None, style: BaseStyle):
+                 toolbar: Callable[[], StyleAndTextTuples] | None, style: BaseStyle, replay_enter: bool = True):
         self._work = work
         self._cancel = cancel
         self._lines: list[StyleAndTextTuples] = []
@@ -39,6 +44,7 @@ class BusyView(Generic[T]):
         self._started = time.monotonic()
         self._outcome: dict[str, object] = {}
         self._done = False
+        self._typed: list[KeyPress] = []
         keys = KeyBindings()
 
         @keys.add("c-c")
@@ -47,6 +53,11 @@ class BusyView(Generic[T]):
             if not self.cancelling:
                 self.cancelling = True
                 self._cancel()
+
+        @keys.add(Keys.Any)
+        def _(event) -> None:  # noqa: ANN001 - type-ahead: kept for the next prompt, as psql keeps it
+            self._typed.extend(k for k in event.key_sequence if replay_enter or k.key not in (Keys.ControlM,
+                                                                                             Keys.ControlJ))
 
         spinner = Window(FormattedTextControl(self._spinner_text), height=1)
         lines = Window(FormattedTextControl(self._lines_text), dont_extend_height=True, wrap_lines=False)
@@ -93,6 +104,8 @@ class BusyView(Generic[T]):
             threading.Thread(target=worker, name="routesh-work", daemon=True).start()
 
         self._app.run(pre_run=start)
+        if self._typed:  # the next prompt-toolkit application on this terminal reads them first
+            store_typeahead(self._app.input, self._typed + get_typeahead(self._app.input))
         if "error" in self._outcome:
             raise self._outcome["error"]  # type: ignore[misc]
         return self._outcome["value"]  # type: ignore[return-value]
