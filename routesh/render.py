@@ -91,11 +91,15 @@ class DelimitedWriter(RowWriter):
 
     def __init__(self, out: TextIO, delimiter: str):
         super().__init__(out)
-        self._csv = csv.writer(out, delimiter=delimiter, lineterminator="\n")
+        # rows are formatted into a batch of text and written at once: an unbuffered stdout
+        # (PYTHONUNBUFFERED) would otherwise cost a system call per row
+        self._batch = io.StringIO()
+        self._csv = csv.writer(self._batch, delimiter=delimiter, lineterminator="\n")
 
     def begin(self, columns: list[str]) -> None:
         super().begin(columns)
         self._csv.writerow(columns)
+        self._flush_batch()
 
     def _write(self, rows: Sequence[tuple[Any, ...]]) -> None:
         # csv's own str() of a value is _display's, except for bytes: convert only a batch that has some
@@ -103,6 +107,12 @@ class DelimitedWriter(RowWriter):
             self._csv.writerows(rows)
         else:
             self._csv.writerows([_display(v) if type(v) in _BINARY else v for v in row] for row in rows)
+        self._flush_batch()
+
+    def _flush_batch(self) -> None:
+        self.out.write(self._batch.getvalue())
+        self._batch.seek(0)
+        self._batch.truncate()
 
 
 class JsonLinesWriter(RowWriter):
