@@ -8,10 +8,12 @@ transformers is imported (loading or converting a model), since transformers log
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import platformdirs
@@ -63,6 +65,29 @@ def quiet_transformers() -> None:
     hf_logging.enable_propagation()
     hf_logging.set_verbosity_warning()  # the file gets its warnings; the screen never does
     hf_logging.disable_progress_bar()
+
+
+@contextlib.contextmanager
+def stderr_to_log() -> Iterator[None]:
+    """File descriptor 2 goes to the log file for the block: for output no switch turns off (transformers'
+    GGUF conversion draws a bare tqdm bar; native code prints). Not with ROUTESH_DEBUG=1."""
+    if debugging():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        try:
+            log_path().parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path(), "ab") as log:
+                os.dup2(log.fileno(), 2)
+        except OSError:
+            pass  # no log file: the output stays where it was
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _file_handler(path: Path) -> logging.Handler:

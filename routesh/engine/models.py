@@ -26,7 +26,7 @@ import platformdirs
 
 from routesh.engine.manifest import MARKER, damage, write_record
 from routesh.errors import ModelError
-from routesh.logs import quiet_transformers
+from routesh.logs import quiet_transformers, stderr_to_log
 
 CACHE_ENV = "ROUTESH_CACHE_DIR"
 Notify = Callable[[str], None]  # where a one-line notice goes (a healed cache); None: stderr
@@ -356,8 +356,9 @@ def convert_gguf(gguf: Path, out_dir: Path) -> None:
 
     quiet_transformers()  # its "Writing model shards" bar and load chatter go to the log, not the screen
     folder, name = str(gguf.parent), gguf.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    with stderr_to_log():  # the GGUF reader's own tqdm bar has no switch
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     config = loaded.config
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
