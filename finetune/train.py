@@ -63,6 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lora-dropout", type=float, default=0.05)
     p.add_argument("--target-modules", default="all-linear",
                    help="peft target modules: all-linear, or names separated by commas")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="fit the training loop into this many seconds: the step count (and the cosine schedule) is "
+                        "re-planned from the measured seconds per step, never above --steps/--epochs")
     p.add_argument("--warmup-ratio", type=float, default=0.03)
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--max-grad-norm", type=float, default=1.0)
@@ -270,7 +273,8 @@ def run(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
     from accelerate.utils import DeepSpeedPlugin, set_seed
     from tqdm import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
+    from torch.optim.lr_scheduler import LambdaLR
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.time()
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
@@ -338,8 +342,8 @@ def run(args: argparse.Namespace) -> int:
     batches_per_epoch = math.ceil(len(sampler) / processes)
     steps_per_epoch = max(1, math.ceil(batches_per_epoch / args.grad_accum))
     total_steps = args.steps if args.steps is not None else max(1, math.ceil(steps_per_epoch * (args.epochs or 2.0)))
-    warmup = int(args.warmup_ratio * total_steps)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+    schedule = CosineSchedule(total=total_steps, warmup=int(args.warmup_ratio * total_steps))
+    scheduler = LambdaLR(optimizer, schedule)
 
     plan = {
         "model": model_info, "mode": "full" if args.full else "lora",
@@ -351,8 +355,8 @@ def run(args: argparse.Namespace) -> int:
                      "batches_per_epoch_per_process": batches_per_epoch, "steps_per_epoch": steps_per_epoch,
                      "length_grouped": True},
         "schedule": {"steps": total_steps, "epochs": round(total_steps / steps_per_epoch, 3), "lr": lr,
-                     "scheduler": "cosine", "warmup_steps": warmup, "weight_decay": args.weight_decay,
-                     "max_grad_norm": args.max_grad_norm},
+                     "scheduler": "cosine", "warmup_steps": schedule.warmup, "weight_decay": args.weight_decay,
+                     "max_grad_norm": args.max_grad_norm, "time_budget_s": args.time_budget},
         "precision": precision, "load_dtype": str(load_dtype).replace("torch.", ""),
         "gradient_checkpointing": not args.no_gradient_checkpointing,
         "distributed": _distributed_plan(accelerator, plugin, args, precision, processes),
@@ -374,16 +378,19 @@ def run(args: argparse.Namespace) -> int:
     if not args.full and not use_deepspeed:
         _lora_only_checkpoints(accelerator)
 
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": [], "seconds_before": 0.0}
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": [], "seconds_before": 0.0, "replans": []}
     if args.resume:
         checkpoint = _latest_checkpoint(args.out)
         assert checkpoint is not None
         load_kwargs = {"load_module_strict": False} if use_deepspeed else {"strict": False}
         accelerator.load_state(str(checkpoint), **load_kwargs)
-        state = json.loads((checkpoint / STATE_FILE).read_text())
+        state = {"replans": []} | json.loads((checkpoint / STATE_FILE).read_text())
         if is_main:
             print(f"resuming from {checkpoint} (step {state['step']})", file=sys.stderr)
 
+    # the scheduler's state (restored on --resume) holds the re-planned total
+    total_steps = schedule.total
+    budget = TimeBudget(args.time_budget, args.warmup_ratio) if args.time_budget else None
     model.train()
     bar = tqdm(total=total_steps, initial=state["step"], desc="training", unit="step", disable=not progress,
                dynamic_ncols=True)
@@ -415,6 +422,13 @@ def run(args: argparse.Namespace) -> int:
                                     "lr": scheduler.get_last_lr()[0], "epoch": state["epoch"]})
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", epoch=state["epoch"])
+            if budget is not None:
+                replan = budget.replan(schedule, state["step"], state["seconds_before"], time.time() - run_started)
+                if replan is not None:
+                    state["replans"].append(replan)
+                    total_steps = schedule.total
+                    bar.total = total_steps
+                    bar.refresh()
             if args.save_every and state["step"] % args.save_every == 0 and state["step"] < total_steps:
                 _checkpoint(accelerator, args, state, use_deepspeed, time.time() - run_started)
             if state["step"] >= total_steps:
@@ -436,6 +450,7 @@ def run(args: argparse.Namespace) -> int:
                      "files_sha256": {t: _sha256_or_none(args.data / f"{t}.jsonl") for t in tasks}, **data_stats},
             "hyperparameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                                 if k not in ("command",)} | {"lr": lr, "total_steps": total_steps},
+            "time_budget_replans": state["replans"],
             "plan": {k: plan[k] for k in ("mode", "lora", "parameters", "batching", "schedule", "precision",
                                           "load_dtype", "gradient_checkpointing", "distributed")},
             "loss_curve": state["losses"],
@@ -450,6 +465,63 @@ def run(args: argparse.Namespace) -> int:
         print(f"trained {state['step']} steps in {seconds:.0f} s: loss {first:.4f} → {last:.4f}; "
               f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+@dataclass
+class CosineSchedule:
+    """Linear warm-up, then a half cosine to zero at `total` (transformers' get_cosine_schedule_with_warmup).
+    A callable object, not a closure, so that LambdaLR's state_dict keeps a re-planned total across --resume."""
+
+    total: int
+    warmup: int
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return step / max(1, self.warmup)
+        progress = (step - self.warmup) / max(1, self.total - self.warmup)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+@dataclass
+class TimeBudget:
+    """Fits the training loop into `seconds`: re-plans the step count from the seconds per step measured so far,
+    at the 10th step and as the elapsed time passes 10, 25, 50, 75 and 90% of the budget (length-grouped
+    batches make early measurements rough). Never plans more steps than were asked for."""
+
+    seconds: float
+    warmup_ratio: float
+    marks: tuple[float, ...] = (0.10, 0.25, 0.50, 0.75, 0.90)
+    first_check_step: int = 10
+    _steps_at_start: int | None = None
+    _passed: int = 0
+    _checked_first: bool = False
+    _asked: int | None = None
+
+    def replan(self, schedule: CosineSchedule, step: int, seconds_before: float,
+               seconds_now: float) -> dict[str, Any] | None:
+        if self._steps_at_start is None:  # this run's first step: the steps before it came from a checkpoint
+            self._steps_at_start = step - 1
+            self._asked = schedule.total
+        elapsed = seconds_before + seconds_now
+        due = False
+        if not self._checked_first and step - self._steps_at_start >= self.first_check_step:
+            self._checked_first = due = True
+        while self._passed < len(self.marks) and elapsed >= self.marks[self._passed] * self.seconds:
+            self._passed += 1
+            due = True
+        if elapsed >= self.seconds:
+            new_total = step  # out of time: stop after this step
+        elif not due:
+            return None
+        else:
+            per_step = seconds_now / max(1, step - self._steps_at_start)
+            fits = step + int((self.seconds - elapsed) / per_step)
+            new_total = max(step, min(self._asked or schedule.total, fits))
+        if new_total == schedule.total:
+            return None
+        schedule.total = new_total
+        schedule.warmup = min(schedule.warmup, max(1, int(self.warmup_ratio * new_total)))
+        return {"at_step": step, "elapsed_s": round(elapsed, 1), "total_steps": new_total}
 
 
 def _checkpoint_activations(model: Any) -> None:

@@ -416,3 +416,33 @@ def test_generated_negatives_come_from_the_model(tmp_path, model_cache):
     assert card["notes"]["generations"] == 4  # TS on the full and on the reduced schema, per question
     for rec in records(tmp_path / "gen", "nc"):
         assert rec["kind"] in ("gold", "model_correct", "model_wrong")
+
+
+def test_the_cosine_schedule_is_transformers_own():
+    import torch
+    from transformers import get_cosine_schedule_with_warmup
+
+    from finetune.train import CosineSchedule
+
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    theirs = get_cosine_schedule_with_warmup(optimizer, 7, 100).lr_lambdas[0]
+    ours = CosineSchedule(total=100, warmup=7)
+    assert [round(ours(s), 12) for s in range(101)] == [round(theirs(s), 12) for s in range(101)]
+
+
+def test_a_time_budget_replans_the_steps_from_the_measured_pace_and_stops_when_spent():
+    from finetune.train import CosineSchedule, TimeBudget
+
+    schedule = CosineSchedule(total=1000, warmup=30)
+    budget = TimeBudget(1000.0, warmup_ratio=0.03)
+    replans = [budget.replan(schedule, step, 0.0, step * 2.0) for step in range(1, 51)]  # 2 s a step
+    # planned at step 10 (10 + 980 / 2); at the 10% mark (step 50) the pace is the same: no change
+    assert replans[9] == {"at_step": 10, "elapsed_s": 20.0, "total_steps": 500}
+    assert [r for i, r in enumerate(replans) if i != 9] == [None] * 49
+    assert (schedule.total, schedule.warmup) == (500, 15)
+    # slower than measured: the budget is spent before the plan, and the run stops there
+    assert budget.replan(schedule, 300, 0.0, 1000.0)["total_steps"] == 300 and schedule.total == 300
+    # never more steps than asked for, however fast
+    fast = CosineSchedule(total=20, warmup=1)
+    quick = TimeBudget(1000.0, warmup_ratio=0.03)
+    assert all(quick.replan(fast, step, 0.0, step * 0.01) is None for step in range(1, 20)) and fast.total == 20
