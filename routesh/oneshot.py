@@ -18,7 +18,7 @@ from routesh.errors import Abstained, QueryError, UsageError
 from routesh.pipeline.options import SCHEMA_SAMPLES, PipelineOptions
 from routesh.pipeline.pipeline import Pipeline
 from routesh.pipeline.stages import Answer, StageEvent, Starting
-from routesh.render import STREAMED_FORMATS, footer, render, row_writer
+from routesh.render import STREAMED_FORMATS, footer, render, row_writer, stopped_part_way
 from routesh.settings import Settings
 from routesh.sql import guard
 from routesh.sql.classify import classify, is_command
@@ -59,13 +59,8 @@ def run_one(db: Database, sql: str, *, run: bool, settings: Settings) -> int:
     on_screen = sys.stdout.isatty()  # the row limit's 0 ("no limit") is for files and pipes only
     applied = options.for_screen() if on_screen else options
     writer = row_writer(fmt, sys.stdout)
-    try:  # rows stream to stdout as they are fetched: memory stays flat whatever the count
+    with stopped_part_way(writer, "before it stopped"):  # rows stream to stdout as they are fetched
         result = execute_cancellable(db, sql, options=applied, guard=False, sink=writer)  # guard checked above
-    except QueryError as err:  # cancelled or failed part way: what was written stays well-formed
-        writer.finish()
-        if writer.rows_written:
-            raise type(err)(f"{err}; {writer.rows_written} rows were written before it stopped") from None
-        raise
     writer.finish()
     note = footer(result, row_limit=applied.row_limit, widths_from=writer.widths_from,
                   screen_limit=on_screen and not options.row_limit)

@@ -11,13 +11,15 @@ import itertools
 import json
 import textwrap
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 from tabulate import tabulate
 
 from routesh.chart import chart, is_numeric_column
 from routesh.db.base import Result
+from routesh.errors import QueryError
 
 STREAMED_FORMATS = ("table", "csv", "tsv", "json", "jsonl")  # written batch by batch as rows are fetched
 FORMATS = (*STREAMED_FORMATS, "chart")  # a chart needs every row first: fetched up to the screen's limit
@@ -86,6 +88,19 @@ class RowWriter:
         raise NotImplementedError
 
 
+@contextmanager
+def stopped_part_way(writer: RowWriter, where: str) -> Iterator[RowWriter]:
+    """Around a run streaming into `writer`: a QueryError part way (cancelled, failed) finishes the writer, so that
+    what was written stays well-formed, and says how many rows were written `where`."""
+    try:
+        yield writer
+    except QueryError as err:
+        writer.finish()
+        if writer.rows_written:
+            raise type(err)(f"{err}; {writer.rows_written} rows were written {where}") from None
+        raise
+
+
 class DelimitedWriter(RowWriter):
     """CSV or TSV: a header line, then a line per row; NULL is an empty field."""
 
@@ -115,13 +130,16 @@ class DelimitedWriter(RowWriter):
         self._batch.truncate()
 
 
+def _row_object(columns: Sequence[str], row: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip(columns, map(_jsonable, row)))
+
+
 class JsonLinesWriter(RowWriter):
     """JSON Lines: one object per row, keyed by column name."""
 
     def _write(self, rows: Sequence[tuple[Any, ...]]) -> None:
         columns = self.columns
-        self.out.write("".join(json.dumps(dict(zip(columns, map(_jsonable, row))), ensure_ascii=False) + "\n"
-                               for row in rows))
+        self.out.write("".join(json.dumps(_row_object(columns, row), ensure_ascii=False) + "\n" for row in rows))
 
 
 class JsonArrayWriter(RowWriter):
@@ -131,7 +149,7 @@ class JsonArrayWriter(RowWriter):
         columns, opened = self.columns, self.rows_written > 0
         parts = []
         for row in rows:
-            element = json.dumps(dict(zip(columns, map(_jsonable, row))), ensure_ascii=False, indent=2)
+            element = json.dumps(_row_object(columns, row), ensure_ascii=False, indent=2)
             parts.append((",\n" if opened else "[\n") + textwrap.indent(element, "  "))
             opened = True
         self.out.write("".join(parts))

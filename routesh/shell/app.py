@@ -31,7 +31,7 @@ from routesh.errors import Cancelled, ConnectionLost, QueryError, RoutesError, U
 from routesh.pipeline.options import PipelineOptions
 from routesh.pipeline.pipeline import Pipeline
 from routesh.pipeline.stages import REVISING, Answer, StageEvent, Starting
-from routesh.render import STREAMED_FORMATS, footer, render, row_writer, widest_line
+from routesh.render import STREAMED_FORMATS, footer, render, row_writer, stopped_part_way, widest_line
 from routesh.settings import Settings
 from routesh.shell import commands
 from routesh.shell.busy import BusyView
@@ -256,13 +256,8 @@ def _run_to_file(session: ShellSession, sql: str, out: TextIO) -> Result | None:
     """\\o FILE: the rows stream into the file as they are fetched (no screen limit: row_limit 0 is every row);
     the screen says how many went there."""
     writer = row_writer(session.fmt, out, expanded=session.expanded == "on")
-    try:
+    with stopped_part_way(writer, f"to {session.output.file_name}"):
         result = _execute(session, sql, session.options, sink=writer)
-    except QueryError as err:  # cancelled or failed part way: what was written stays well-formed
-        writer.finish()
-        if writer.rows_written:
-            raise type(err)(f"{err}; {writer.rows_written} rows were written to {session.output.file_name}") from None
-        raise
     if result is None:
         return None
     writer.finish()
