@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 MARKER = ".routesh-complete"  # its presence means "whole"; it holds the record
@@ -56,11 +57,15 @@ def damage(folder: Path) -> str | None:
     return None
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(*paths: Path, on_chunk: Callable[[bytes], None] | None = None) -> str:
+    """The sha256 of the files' bytes, one after the other; `on_chunk` sees each chunk (a copy, a progress bar)."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
+    for path in paths:
+        with path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+                if on_chunk is not None:
+                    on_chunk(chunk)
     return digest.hexdigest()
 
 

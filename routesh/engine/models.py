@@ -24,13 +24,12 @@ from pathlib import Path
 
 import platformdirs
 
-from routesh.engine.manifest import MARKER, damage, write_record
+from routesh.engine.manifest import MARKER, damage, sha256_of, write_record
 from routesh.errors import ModelError
 from routesh.logs import quiet_transformers, stderr_to_log
 
 CACHE_ENV = "ROUTESH_CACHE_DIR"
 Notify = Callable[[str], None]  # where a one-line notice goes (a healed cache); None: stderr
-_CHUNK = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -272,17 +271,14 @@ def _assembled_gguf(entry: CatalogModel, parts: list[Path], *, progress: bool) -
 def _hash_files(paths: list[Path], label: str, *, progress: bool, out) -> str:
     from tqdm import tqdm
 
-    digest = hashlib.sha256()
     total = sum(p.stat().st_size for p in paths)
     with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=not progress, leave=False) as bar:
-        for path in paths:
-            with path.open("rb") as handle:
-                while chunk := handle.read(_CHUNK):
-                    digest.update(chunk)
-                    if out is not None:
-                        out.write(chunk)
-                    bar.update(len(chunk))
-    return digest.hexdigest()
+        def on_chunk(chunk: bytes) -> None:
+            if out is not None:
+                out.write(chunk)
+            bar.update(len(chunk))
+
+        return sha256_of(*paths, on_chunk=on_chunk)
 
 
 def _verify(entry: CatalogModel, gguf: Path, digest: str) -> None:
