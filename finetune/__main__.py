@@ -22,6 +22,8 @@ from routesh.errors import RoutesError
 
 
 def _data_parser(sub: argparse._SubParsersAction) -> None:
+    from finetune.synth import SynthOptions
+
     p = sub.add_parser("data", help="build the four task datasets from Spider train",
                        description="Build DIR/{ts,sl,nc,cw}.jsonl and DIR/card.json from Spider train.")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -38,6 +40,8 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ts-schemas", default="full,reduced",
                    help="TS examples on the full schema (the pseudo-SQL call), the reduced one (generation), or both")
     p.add_argument("--cw-per-question", type=int, default=2)
+    p.add_argument("--memory-fraction", type=float, default=SynthOptions.memory_fraction,
+                   help="the share of questions that also get a TS item with remembered queries (default 1/3)")
     p.add_argument("--corruptions-per-question", type=int, default=1)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -113,11 +117,14 @@ def _data(args: argparse.Namespace) -> int:
     schemas = tuple(s.strip() for s in args.ts_schemas.split(",") if s.strip())
     if not schemas or set(schemas) - {"full", "reduced"}:
         raise ValueError("--ts-schemas takes full, reduced or full,reduced")
+    if not 0 <= args.memory_fraction <= 1:
+        raise ValueError("--memory-fraction must be between 0 and 1")
     if args.negatives_from is not None and not args.negatives_from.is_file():
         raise FileNotFoundError(f"--negatives-from {args.negatives_from}: no such file")
     options = SynthOptions(seed=args.seed, limit=args.limit, ts_schemas=schemas,
                            cw_per_question=args.cw_per_question,
-                           corruptions_per_question=args.corruptions_per_question)
+                           corruptions_per_question=args.corruptions_per_question,
+                           memory_fraction=args.memory_fraction)
     card = build_dataset(args.out, options, receipts=args.negatives_from, generator_spec=args.generate_negatives,
                          negatives_limit=args.negatives_limit, judge_spec=args.judge, progress=not args.quiet)
     summary = {k: card[k] for k in ("examples", "counts", "dropped", "missing_databases")}

@@ -33,7 +33,7 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,12 +46,14 @@ from routesh.db.schema import Schema
 from routesh.db.sqlite import SqliteDatabase
 from routesh.engine.base import ChatRequest, Engine, GenerationParams
 from routesh.evaluate.datasets import Example, data_dir, load_spider
+from routesh.evaluate.loo import leave_one_out
 from routesh.pipeline import linking
 from routesh.pipeline.linking import reduced_keep
 from routesh.pipeline import schema_texts
 from routesh.pipeline.options import SCHEMA_SAMPLES, SQL_STOP, PipelineOptions
 from routesh.pipeline.stages import Stage
 from routesh.pipeline.trial import Trial
+from routesh.retrieval import ExampleSource
 from routesh.sql import extract as sql_extract
 from routesh.sql import truncate as sql_truncate
 from routesh.sql import usage as sql_usage
@@ -77,6 +79,9 @@ class SynthOptions:
     corruptions_per_question: int = 1  # NC negatives made from the gold, per question
     corruption_tries: int = 6  # corruptions executed at most per question to find them
     corruption_timeout: float = 2.0  # seconds; a corruption that runs longer is discarded, never used
+    # questions that also get a TS item (kind reduced_memory) showing remembered queries, as the pipeline shows
+    # them: the other questions of the database, leave one out, the pipeline's K most similar by BM25
+    memory_fraction: float = 1 / 3
     pipeline: PipelineOptions = field(default_factory=PipelineOptions)
 
     def card(self) -> dict[str, Any]:
@@ -134,8 +139,9 @@ class Synthesizer:
 
     def __init__(self, options: SynthOptions, *, model_candidates: Mapping[int, Sequence[str]] | None = None,
                  generator: Engine | None = None, generate_for: set[int] | None = None,
-                 judge: Engine | None = None):
+                 judge: Engine | None = None, examples_for: Callable[[Example], ExampleSource] | None = None):
         self.options = options
+        self.examples_for = examples_for
         self.model_candidates = model_candidates or {}
         self.generator = generator
         self.generate_for = generate_for or set()
@@ -197,6 +203,11 @@ class Synthesizer:
             text = full_text if variant == "full" else reduced_text
             self._add(out, record(Stage.TS, prompts.ts_prompt(text, DIALECT, question, ex.hint),
                                   prompts.sql_reply(gold), ex, variant))
+        if self.examples_for is not None and self.rng(ex, "memory").random() < opts.memory_fraction:
+            shown = self.examples_for(ex).similar(question, popts.examples)
+            if shown:
+                self._add(out, record(Stage.TS, prompts.ts_prompt(reduced_text, DIALECT, question, ex.hint, shown),
+                                      prompts.sql_reply(gold), ex, "reduced_memory"))
         # SL
         if usage.unresolved or usage.unknown_tables:
             self.notes["sl_skipped_unresolved_columns"] += 1
@@ -415,7 +426,7 @@ def build_dataset(out_dir: Path, options: SynthOptions, *, examples: Sequence[Ex
         judge = generator if judge_spec == generator_spec and generator else load_engine(judge_spec, progress=progress)
 
     synth = Synthesizer(options, model_candidates=model_candidates, generator=generator,
-                        generate_for=generate_for, judge=judge)
+                        generate_for=generate_for, judge=judge, examples_for=leave_one_out(everything, "bm25"))
     handles = {task: (out_dir / f"{task}.jsonl").open("w", encoding="utf-8") for task in TASKS}
     try:
         bar = tqdm(chosen, desc="spider-train", unit="q", disable=not progress, dynamic_ncols=True)

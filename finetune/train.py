@@ -378,13 +378,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.full and not use_deepspeed:
         _lora_only_checkpoints(accelerator)
 
-    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": [], "seconds_before": 0.0, "replans": []}
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "losses": [], "seconds_before": 0.0, "replans": [],
+             "skipped": []}
     if args.resume:
         checkpoint = _latest_checkpoint(args.out)
         assert checkpoint is not None
         load_kwargs = {"load_module_strict": False} if use_deepspeed else {"strict": False}
         accelerator.load_state(str(checkpoint), **load_kwargs)
-        state = {"replans": []} | json.loads((checkpoint / STATE_FILE).read_text())
+        state = {"replans": [], "skipped": []} | json.loads((checkpoint / STATE_FILE).read_text())
         if is_main:
             print(f"resuming from {checkpoint} (step {state['step']})", file=sys.stderr)
 
@@ -405,9 +406,11 @@ def run(args: argparse.Namespace) -> int:
             with accelerator.accumulate(model):
                 out = model(**batch)
                 accelerator.backward(out.loss)
-                if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
+                if not step_if_finite(accelerator, model, optimizer, args.max_grad_norm):
+                    state["skipped"].append(state["step"] + 1)
+                    if len(state["skipped"]) > max(3, total_steps // 20):
+                        raise RuntimeError(f"training diverged: {len(state['skipped'])} optimizer steps had "
+                                           f"non-finite gradients (steps {state['skipped'][:10]}…)")
                 scheduler.step()
                 optimizer.zero_grad()
             state["batch_in_epoch"] += 1
@@ -451,6 +454,7 @@ def run(args: argparse.Namespace) -> int:
             "hyperparameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                                 if k not in ("command",)} | {"lr": lr, "total_steps": total_steps},
             "time_budget_replans": state["replans"],
+            "skipped_non_finite_steps": state["skipped"],
             "plan": {k: plan[k] for k in ("mode", "lora", "parameters", "batching", "schedule", "precision",
                                           "load_dtype", "gradient_checkpointing", "distributed")},
             "loss_curve": state["losses"],
@@ -462,9 +466,26 @@ def run(args: argparse.Namespace) -> int:
         (args.out / "training_card.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
         first = state["losses"][0]["loss"] if state["losses"] else float("nan")
         last = state["losses"][-1]["loss"] if state["losses"] else float("nan")
-        print(f"trained {state['step']} steps in {seconds:.0f} s: loss {first:.4f} → {last:.4f}; "
+        skipped = f" ({len(state['skipped'])} skipped: non-finite gradients)" if state["skipped"] else ""
+        print(f"trained {state['step']} steps{skipped} in {seconds:.0f} s: loss {first:.4f} → {last:.4f}; "
               f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def step_if_finite(accelerator: Any, model: Any, optimizer: Any, max_grad_norm: float) -> bool:
+    """The optimizer step at the end of an accumulation, clipped to `max_grad_norm` (0: not clipped), and skipped
+    when the gradient's norm is not finite: one batch whose loss overflows would otherwise turn every weight
+    into NaN for the rest of the run (seen at step 32 of a bf16 run on a GPU). False when it skipped."""
+    import torch
+
+    if not accelerator.sync_gradients:
+        optimizer.step()  # inside an accumulation accelerate's optimizer does nothing here
+        return True
+    norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm if max_grad_norm > 0 else float("inf"))
+    if norm is not None and not torch.isfinite(torch.as_tensor(norm)).all():
+        return False
+    optimizer.step()
+    return True
 
 
 @dataclass

@@ -18,6 +18,7 @@ from routesh.errors import Abstained, QueryError, UsageError
 from routesh.pipeline.options import SCHEMA_SAMPLES, PipelineOptions
 from routesh.pipeline.pipeline import Pipeline
 from routesh.pipeline.stages import Answer, StageEvent, Starting
+from routesh.memory import QueryMemory, schema_fingerprint
 from routesh.render import STREAMED_FORMATS, footer, render, row_writer, stopped_part_way
 from routesh.settings import Settings
 from routesh.sql import guard
@@ -88,7 +89,8 @@ def _ask(db: Database, schema, question: str, settings: Settings) -> Answer:  # 
             print(f"routesh: {event.label}…", file=sys.stderr, flush=True)
 
     try:
-        pipeline = Pipeline(engine, db, schema, options=PipelineOptions(stages=settings.stages))
+        memory = QueryMemory().for_schema(schema_fingerprint(schema)) if settings.memory else None  # the shell's
+        pipeline = Pipeline(engine, db, schema, options=PipelineOptions(stages=settings.stages), examples=memory)
         # Ctrl-C: stop the model and the database, give them 5 s, then leave as an interrupt (exit 130)
         return run_cancellable(lambda: pipeline.ask(question, cancel=token, on_event=progress), cancel=token.cancel,
                                when_cancelled=lambda err: KeyboardInterrupt(), grace=5, name="routesh-ask")

@@ -216,8 +216,13 @@ def _fit(lines: list[_Line], budget: int, question: str, count_tokens: Callable[
     return [line for i, line in enumerate(lines) if alive[i]]
 
 
+def question_words(text: str) -> list[str]:
+    """The words of `text` that can say what is meant: stemmed, lower case, without stop words, in order."""
+    return [_stem(w) for w in _WORDS.findall(text.replace("_", " ")) if len(w) > 1 and w.lower() not in _STOPWORDS]
+
+
 def _words(text: str) -> set[str]:
-    return {_stem(w) for w in _WORDS.findall(text.replace("_", " ")) if len(w) > 1 and w.lower() not in _STOPWORDS}
+    return set(question_words(text))
 
 
 def _score(name: str | None, words: set[str]) -> int:
@@ -314,10 +319,28 @@ def _question(question: str, hint: str | None) -> str:
     return f"Question: {question.strip()}" + (f"\nHint: {hint.strip()}" if hint and hint.strip() else "")
 
 
-def ts_prompt(schema_text: str, dialect: str, question: str, hint: str | None = None) -> ChatRequest:
-    """Text-to-SQL: one query answering the question."""
-    return _ask(schema_text, dialect, f"{_question(question, hint)}\n\nWrite one {dialect_name(dialect)} query "
-                f"that answers the question. Reply with only the SQL in a ```sql block, no explanation.")
+@dataclass(frozen=True)
+class Example:
+    """An earlier question with the SQL that answered it (a remembered query), shown before a new question."""
+
+    question: str
+    sql: str
+
+
+def ts_prompt(schema_text: str, dialect: str, question: str, hint: str | None = None,
+              examples: Sequence[Example] = ()) -> ChatRequest:
+    """Text-to-SQL: one query answering the question; `examples`, earlier questions on this database with the
+    SQL that answered them (remembered queries), come first, the closest last."""
+    return _ask(schema_text, dialect, f"{_examples_text(examples)}{_question(question, hint)}\n\nWrite one "
+                f"{dialect_name(dialect)} query that answers the question. Reply with only the SQL in a ```sql "
+                "block, no explanation.")
+
+
+def _examples_text(examples: Sequence[Example]) -> str:
+    if not examples:
+        return ""
+    shown = "\n\n".join(f"Question: {e.question.strip()}\nSQL: {' '.join(e.sql.split())}" for e in examples)
+    return f"Questions answered before on this database, with their SQL:\n\n{shown}\n\n"
 
 
 def sl_prompt(schema_text: str, dialect: str, question: str, hint: str | None = None) -> ChatRequest:

@@ -164,6 +164,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("show_stages", bool, False,
             "Start with the \\stages view on, showing what each stage did: true or false. Default: {default}.",
             _true_or_false),
+    Setting("memory", bool, True,
+            "Remember each question whose SQL you ran (as generated or as you edited it) in a local file, and\n"
+            "show the most similar ones to the model as examples for later questions on the same schema\n"
+            "(\\memory lists them, \\forget N drops one; nothing leaves the machine): true or false.\n"
+            "Default: {default}.",
+            _true_or_false),
     Setting("model", str, "",
             "The model: a catalog name, a model folder, a .gguf file, a hub id (org/name) or the http(s)://\n"
             f'URL of an OpenAI-compatible server. "" means the default, {DEFAULT_MODEL}. Default: {{default}}.',
@@ -257,6 +263,7 @@ class Settings:
     expanded: str
     timing: bool
     show_stages: bool
+    memory: bool
     pager: str
     key_bindings: str
     style: str
@@ -279,7 +286,7 @@ def resolve(config: Any, args: argparse.Namespace | None = None) -> Settings:
     return Settings(
         format=values["format"], options=ExecOptions(row_limit=values["row_limit"], timeout=values["timeout"]),
         stages=stages, model=values["model"] or None, backend=values["backend"], expanded=values["expanded"],
-        timing=values["timing"], show_stages=values["show_stages"], pager=values["pager"],
+        timing=values["timing"], show_stages=values["show_stages"], memory=values["memory"], pager=values["pager"],
         key_bindings=values["key_bindings"], style=values["style"], named_queries=dict(config.named_queries),
         warning=config.warning,
     )

@@ -25,6 +25,14 @@ def library_log(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def query_memory(tmp_path, monkeypatch) -> Path:
+    """Remembered queries go to a file of each test (the shells a test starts inherit it), never the user's."""
+    path = tmp_path / "memory.sqlite"
+    monkeypatch.setenv("ROUTESH_MEMORY", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     """A running PostgreSQL server: .host, .port, .superuser, .admin_dsn, .dsn(db, user=, password=),

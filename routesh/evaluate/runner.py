@@ -14,7 +14,7 @@ import random
 import statistics
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -31,6 +31,7 @@ from routesh.evaluate.datasets import Example, database_key, open_database
 from routesh.pipeline.options import SCHEMA_SAMPLES, PipelineOptions
 from routesh.pipeline.pipeline import Pipeline
 from routesh.pipeline.stages import REVISING, Agreement, Stage, StageEvent
+from routesh.retrieval import ExampleSource
 from routesh.sql.hardness import hardness
 
 _COMPARE = ExecOptions(row_limit=100_000, timeout=60.0)
@@ -118,10 +119,12 @@ def sample(examples: Sequence[Example], *, limit: int | None, seed: int | None) 
 
 
 def evaluate(examples: Iterable[Example], engine: Engine, *, options: PipelineOptions, out: Path | None,
-             progress: Any = None, jobs: int = 1) -> Summary:
+             progress: Any = None, jobs: int = 1,
+             examples_for: Callable[[Example], ExampleSource] | None = None) -> Summary:
     """Ask every question, `jobs` at a time (each on its own thread, all sharing the engine, which
     batches their model calls); skip those whose receipt `out` already holds. Receipts are written as
-    questions finish, each with its index, so a run stopped at any point resumes."""
+    questions finish, each with its index, so a run stopped at any point resumes. `examples_for` gives a
+    question its remembered queries (--memory loo)."""
     examples = list(examples)
     done = load_receipts(out) if out else {}
     _check_resumable(out, done, examples)
@@ -134,7 +137,8 @@ def evaluate(examples: Iterable[Example], engine: Engine, *, options: PipelineOp
     tokens = {ex.index: CancelToken() for ex in todo}
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="routesh-eval")
     try:
-        futures = [pool.submit(_ask_in_turn, ex, databases, engine, options, tokens[ex.index]) for ex in todo]
+        futures = [pool.submit(_ask_in_turn, ex, databases, engine, options, tokens[ex.index],
+                               examples_for(ex) if examples_for else None) for ex in todo]
         for future in as_completed(futures):
             receipt = future.result()
             receipts.append(receipt)
@@ -190,18 +194,19 @@ class _Databases:
 
 
 def _ask_in_turn(ex: Example, databases: _Databases, engine: Engine, options: PipelineOptions,
-                 cancel: CancelToken) -> Receipt:
+                 cancel: CancelToken, examples: ExampleSource | None) -> Receipt:
     cancel.check()  # cancelled before its turn came
     db, schema, value_index = databases.get(ex)
-    return ask_one(ex, db, schema, engine, options, cancel=cancel, value_index=value_index)
+    return ask_one(ex, db, schema, engine, options, cancel=cancel, value_index=value_index, examples=examples)
 
 
 def ask_one(ex: Example, db: Database, schema: Schema, engine: Engine, options: PipelineOptions, *,
-            cancel: CancelToken | None = None, value_index: ValueIndex | None = None) -> Receipt:
+            cancel: CancelToken | None = None, value_index: ValueIndex | None = None,
+            examples: ExampleSource | None = None) -> Receipt:
     started = time.perf_counter()
     events: list[Any] = []  # what was done before a crash, for its receipt
     try:
-        answer = Pipeline(engine, db, schema, options=options, value_index=value_index).ask(
+        answer = Pipeline(engine, db, schema, options=options, value_index=value_index, examples=examples).ask(
             ex.question or "", ex.hint, cancel=cancel,
             on_event=lambda e: events.append(e) if isinstance(e, StageEvent) else None)
     except RecursionError:

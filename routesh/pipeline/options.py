@@ -30,3 +30,4 @@ class PipelineOptions:
     vote_seed: int = 0  # sampled candidate i draws with seed vote_seed + i: a question answers the same way
     values_budget: float = 1.0  # seconds a question may spend indexing stored values (the index is kept)
     vote_rows: int = 500  # rows a candidate's vote run fetches, well above the preview
+    examples: int = 3  # remembered queries shown before the question, when the pipeline has an example source

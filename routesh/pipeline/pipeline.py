@@ -1,7 +1,9 @@
 """ROUTE's multitask collaboration prompting (MCP): one question in, checked SQL (or a reasoned
 abstention) out.
 
-    0. with `values`, the question's words matched to stored values, shown first among their columns'
+    0. with an example source (remembered queries), the few earlier questions most like this one, with
+       their SQL, shown before the question wherever SQL is written (steps 1 and 3)
+       with `values`, the question's words matched to stored values, shown first among their columns'
        examples in every schema text below (values.py)
     1. schema linking ‖ pseudo-SQL on the full schema, in one batched model call
     2. reduced schema = linked columns ∪ the pseudo-SQL's columns ∪ foreign-key paths joining them
@@ -29,20 +31,23 @@ from routesh.pipeline import schema_texts, steps, values, vote
 from routesh.pipeline.options import PipelineOptions
 from routesh.pipeline.run import QuestionRun
 from routesh.pipeline.stages import Answer, EventSink, Stage
+from routesh.retrieval import ExampleSource
 from routesh.sql.parse import same_sql
 
 
 class Pipeline:
     def __init__(self, engine: Engine, database: Database, schema: Schema, *,
-                 options: PipelineOptions | None = None, value_index: ValueIndex | None = None):
+                 options: PipelineOptions | None = None, value_index: ValueIndex | None = None,
+                 examples: ExampleSource | None = None):
         """value_index: the stored values of `database` for the `values` stage, kept by whoever asks many
         questions of one database (the shell's session, routesh-eval); without it this pipeline makes
-        its own."""
+        its own. examples: where remembered queries come from (none: no examples)."""
         self.engine = engine
         self.database = database
         self.schema = schema
         self.options = options or PipelineOptions()
         self.value_index = value_index
+        self.examples = examples
 
     def ask(self, question: str, hint: str | None = None, *, cancel: CancelToken | None = None,
             on_event: EventSink | None = None) -> Answer:
@@ -52,7 +57,15 @@ class Pipeline:
                           cancel or CancelToken(), on_event, Answer(question=question, sql=None, reason=""))
         opts, stages = self.options, self.options.stages
 
-        # 0: the question's words matched to stored values; run.schema shows them from here on
+        # 0: remembered queries like this question, shown where SQL is written
+        if self.examples is not None and opts.examples > 0:
+            run.examples = tuple(self.examples.similar(question, opts.examples))
+            if run.examples:
+                shown = "\n".join(f"{e.question} → {' '.join(e.sql.split())}" for e in run.examples)
+                run.emit(Stage.MEMORY, f"{len(run.examples)} remembered quer{'y' if len(run.examples) == 1 else 'ies'}"
+                         f" as examples: {'; '.join(e.question for e in run.examples)}", artifact=shown, accepted=True)
+
+        # the question's words matched to stored values; run.schema shows them from here on
         if stages.values:
             if self.value_index is None:
                 self.value_index = ValueIndex(self.schema)

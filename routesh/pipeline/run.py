@@ -17,6 +17,7 @@ from routesh.pipeline.linking import ReducedSchema
 from routesh.pipeline.options import SQL_STOP, PipelineOptions
 from routesh.pipeline.stages import Answer, EventSink, Stage, StageEvent, Starting
 from routesh.pipeline.trial import Trial, run_trial
+from routesh.retrieval import Example
 from routesh.sql.extract import extract_sql
 from routesh.sql.parse import Sql
 from routesh.sql.usage import tables_and_columns
@@ -34,6 +35,7 @@ class QuestionRun:
     sink: EventSink | None
     answer: Answer
     matched: ReducedSchema = field(default_factory=dict)  # columns holding a value the question names
+    examples: tuple[Example, ...] = ()  # remembered queries, shown before the question where SQL is written
 
     @property
     def dialect(self) -> str:

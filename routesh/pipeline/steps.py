@@ -30,7 +30,7 @@ def link(run: QuestionRun, full_text: str) -> tuple[ReducedSchema, Sql | None]:
     """Steps 1-2: schema linking ‖ the pseudo-SQL in one batch, merged into the reduced schema."""
     run.starting(Stage.SL, "schema linking")
     requests = [prompts.sl_prompt(full_text, run.dialect, run.question, run.hint),
-                prompts.ts_prompt(full_text, run.dialect, run.question, run.hint)]
+                prompts.ts_prompt(full_text, run.dialect, run.question, run.hint, run.examples)]
     started = time.perf_counter()
     sl_out, ts_out = run.engine.generate(requests, GenerationParams(max_new_tokens=run.options.sql_tokens, stop=SQL_STOP),
                                          cancel=run.cancel)
@@ -59,7 +59,7 @@ def link(run: QuestionRun, full_text: str) -> tuple[ReducedSchema, Sql | None]:
 def generate(run: QuestionRun, schema_text: str, *, draft: Sql | None) -> tuple[Sql | None, str]:
     """Step 3: the generated SQL (None when the reply has none) and the reply itself."""
     run.starting(Stage.TS, "generation")
-    request = prompts.ts_prompt(schema_text, run.dialect, run.question, run.hint)
+    request = prompts.ts_prompt(schema_text, run.dialect, run.question, run.hint, run.examples)
     out = run.call(request, draft=draft.text if draft else None)
     sql = run.extract(out.text)
     run.emit(Stage.TS, one_line(sql.text) if sql else "no SQL in the reply", raw=out.text,

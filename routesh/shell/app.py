@@ -31,6 +31,7 @@ from routesh.errors import Cancelled, ConnectionLost, QueryError, RoutesError, U
 from routesh.pipeline.options import PipelineOptions
 from routesh.pipeline.pipeline import Pipeline
 from routesh.pipeline.stages import REVISING, Answer, StageEvent, Starting
+from routesh.memory import QueryMemory
 from routesh.render import STREAMED_FORMATS, footer, render, row_writer, stopped_part_way, widest_line
 from routesh.settings import Settings
 from routesh.shell import commands
@@ -66,6 +67,7 @@ def run_shell(db: Database, settings: Settings) -> int:
         db=db, model=ModelLoader(settings.model, settings.backend), style=style, output=Output(settings.pager),
         options=settings.options, fmt=settings.format, expanded=settings.expanded, timing=settings.timing,
         stages=settings.stages, show_stages=settings.show_stages, named_queries=dict(settings.named_queries),
+        memory=QueryMemory() if settings.memory else None,
     )
     session.completer = SqlCompleter(db.dialect, commands.names())
     if settings.warning:
@@ -81,6 +83,8 @@ def run_shell(db: Database, settings: Settings) -> int:
     finally:
         session.output.close()
         session.model.close()
+        if session.memory is not None:
+            session.memory.close()
 
 
 def _loop(session: ShellSession, prompt: PromptSession) -> int:
@@ -101,24 +105,27 @@ def _loop(session: ShellSession, prompt: PromptSession) -> int:
         finally:
             first = False
         session.prefill = ""
+        answering, session.prefilled_question = session.prefilled_question if confirming else None, None
         if not text.strip():
             continue
         try:
-            if not _handle(session, text, confirming=confirming):
+            if not _handle(session, text, confirming=confirming, answering=answering):
                 return 0
         except KeyboardInterrupt:  # while printing: drop the rest, keep the shell
             session.say("Cancelled.", "class:info")
 
 
-def _handle(session: ShellSession, text: str, *, confirming: bool = False) -> bool:
-    """Do what a submitted text says; False means quit."""
+def _handle(session: ShellSession, text: str, *, confirming: bool = False, answering: str | None = None) -> bool:
+    """Do what a submitted text says; False means quit. `answering`: the question whose generated SQL was at the
+    prompt, remembered with the SQL that ran (as it was, or as the user edited it)."""
     try:
         if is_command(text) or commands.find(text):
             return _command(session, text)
         kind = classify(text, session.schema(wait=False), session.db.dialect)
         # generated SQL the user accepted (or edited) stays SQL, even if its tables are misspelt now
         if kind.kind == "sql" or (confirming and starts_like_sql(text)):
-            run_sql(session, text)
+            if run_sql(session, text) is not None and answering:
+                remember(session, answering, text)
         else:
             if kind.note:
                 session.say(f"(asking the model: {kind.note}; use \\sql to run it as SQL)", "class:info")
@@ -144,7 +151,7 @@ def _command(session: ShellSession, text: str) -> bool:
     if outcome.question:
         ask(session, outcome.question)
     if outcome.prefill is not None:
-        session.prefill = outcome.prefill
+        session.prefill, session.prefilled_question = outcome.prefill, None
     return True
 
 
@@ -177,7 +184,7 @@ def ask(session: ShellSession, question: str) -> Answer | None:
                 view.add_line(event_line(event))
 
         pipeline = Pipeline(engine, session.db, schema, options=PipelineOptions(stages=session.stages),
-                            value_index=session.value_index(schema))
+                            value_index=session.value_index(schema), examples=session.schema_memory(schema))
         with session.db_lock:
             return pipeline.ask(question, cancel=token, on_event=report)
 
@@ -198,10 +205,20 @@ def ask(session: ShellSession, question: str) -> Answer | None:
         return answer
     session.last_sql = answer.sql
     session.prefill = pretty_sql(answer.sql or "", session.db.dialect)
+    session.prefilled_question = question
     session.say(f"{_answer_note(answer)} Enter runs it, editing changes it, Ctrl-C drops it.", "class:info")
     if answer.agreement and answer.agreement.low:  # the pipeline itself is unsure: say so before it runs
         session.say(f"{answer.agreement} — check this SQL.", "class:warning")
     return answer
+
+
+def remember(session: ShellSession, question: str, sql: str) -> None:
+    """Keep (question, SQL) for later questions on this schema, and say so in one line."""
+    memory = session.schema_memory()
+    if memory is None:
+        return
+    kept = memory.remember(question, sql, session.database_name)
+    session.say(f"Remembered as #{kept.id} (\\memory lists them, \\forget {kept.id} drops it).", "class:info")
 
 
 def _show_notices(session: ShellSession, view: BusyView) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from routesh import config as config_file
 from routesh.chart import chart
 from routesh.errors import UsageError
+from routesh.memory import QueryMemory, SchemaMemory
 from routesh.pipeline.stages import StageConfig
 from routesh.render import FORMATS
 from routesh.shell import describe
@@ -221,6 +222,57 @@ def _stages(session: ShellSession, args: str, plus: bool) -> None:
     session.say(f"Stages view is {'on' if session.show_stages else 'off'} (pipeline: {session.stages.label()}).")
 
 
+def _memory(session: ShellSession, args: str, plus: bool) -> None:
+    if args:
+        if args not in ("on", "off"):
+            raise UsageError("\\memory takes on or off, or nothing to list the remembered queries")
+        if args == "on":
+            session.memory = session.memory or QueryMemory()
+        elif session.memory is not None:
+            session.memory.close()
+            session.memory = None
+        session.say(f"Memory is {args} for this session (memory = {'true' if args == 'on' else 'false'} in "
+                    "config.toml keeps it so).")
+        return
+    memory = _schema_memory(session)
+    entries = memory.entries()
+    if not entries:
+        session.say("Nothing remembered for this schema yet: a question whose SQL you run is kept "
+                    "(\\remember QUESTION keeps the last SQL under a question of your own).")
+        return
+    session.say(f"{len(entries)} remembered for this schema ({memory.path}):")
+    for entry in entries:
+        session.say(f"{entry.id:>4}  {entry.question}", "class:info")
+        session.say(f"      {' '.join(entry.sql.split())}")
+
+
+def _forget(session: ShellSession, args: str, plus: bool) -> None:
+    if not args.isdigit():
+        raise UsageError("\\forget needs the number \\memory shows")
+    memory = _schema_memory(session)
+    gone = memory.forget(int(args))
+    if gone is None:
+        raise UsageError(f"nothing remembered as #{args} for this schema (\\memory lists them)")
+    session.say(f"Forgot #{gone.id}: {gone.question}")
+
+
+def _remember(session: ShellSession, args: str, plus: bool) -> None:
+    if not args:
+        raise UsageError("\\remember needs the question to keep the last SQL under")
+    if not session.last_sql:
+        raise UsageError("no SQL has run yet to remember")
+    memory = _schema_memory(session)
+    kept = memory.remember(args, session.last_sql, session.database_name)
+    session.say(f"Remembered as #{kept.id}: {kept.question}")
+
+
+def _schema_memory(session: ShellSession) -> SchemaMemory:
+    memory = session.schema_memory()
+    if memory is None:
+        raise UsageError("memory is off (\\memory on, or memory = true in config.toml)")
+    return memory
+
+
 def _why(session: ShellSession, args: str, plus: bool) -> None:
     if session.last_answer is None:
         session.say("No question asked yet.")
@@ -275,6 +327,10 @@ REGISTRY: tuple[Command, ...] = (
     Command(("\\stages",), "[on|off|use STAGES]", "show each pipeline stage as it runs; choose the stages", _stages),
     Command(("\\why",), "", "the last question's full trace: prompts' results, raw replies, verdicts", _why),
     Command(("\\retry",), "", "ask the last question again", _retry),
+    Command(("\\memory",), "[on|off]", "list the remembered queries of this schema (shown to the model as examples)",
+            _memory),
+    Command(("\\forget",), "N", "drop remembered query N", _forget),
+    Command(("\\remember",), "QUESTION", "remember the last SQL as the answer to QUESTION", _remember),
 )
 
 

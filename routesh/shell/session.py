@@ -16,6 +16,7 @@ from prompt_toolkit.styles import BaseStyle
 from routesh.db import Database, ExecOptions, Result
 from routesh.db.schema import Schema
 from routesh.db.values import ValueIndex
+from routesh.memory import QueryMemory, SchemaMemory, schema_fingerprint
 from routesh.pipeline.options import SCHEMA_SAMPLES
 from routesh.pipeline.stages import Answer, StageConfig
 from routesh.shell.modelload import ModelLoader
@@ -36,12 +37,14 @@ class ShellSession:
     stages: StageConfig = field(default_factory=StageConfig)
     show_stages: bool = False
     named_queries: dict[str, str] = field(default_factory=dict)  # as in the config file; \n saves to both
+    memory: QueryMemory | None = None  # remembered queries (None: the memory setting is off)
     # what the last question left behind, for \why, \retry and \e
     last_question: str | None = None
     last_answer: Answer | None = None
     last_sql: str | None = None
     last_result: Result | None = None  # the last result shown on the screen, for \chart
     prefill: str = ""  # text the next prompt starts with (generated SQL waiting for Enter)
+    prefilled_question: str | None = None  # the question whose SQL the prefill is, to remember once it runs
     running: str = ""  # what is working right now, for the toolbar's spinner
     read_line: Callable[[str], str] = input  # the app swaps in a prompt-toolkit prompt (typed confirmations)
     completer: object | None = None  # SqlCompleter; typed loosely so that this module stays light
@@ -87,6 +90,14 @@ class ShellSession:
         if self._values is None or self._values.schema is not schema:
             self._values = ValueIndex(schema)
         return self._values
+
+    # ---- remembered queries ----------------------------------------------------------------------
+
+    def schema_memory(self, schema: Schema | None = None) -> SchemaMemory | None:
+        """This database's remembered queries (by its schema's fingerprint), or None when memory is off."""
+        if self.memory is None:
+            return None
+        return self.memory.for_schema(schema_fingerprint(schema or self.schema()))
 
     # ---- printing --------------------------------------------------------------------------------
 
