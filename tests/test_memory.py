@@ -128,6 +128,11 @@ def test_leave_one_out_offers_the_other_questions_of_the_same_database_only():
     offered = leave_one_out(everything, "bm25")(everything[0])
     assert offered.pool == (Example("How many singers are from France?", "SELECT 2"),)
     assert offered.similar("How many singers?", 3) == list(offered.pool)
+    # the same question in other words, with the same SQL: kept by loo, left out by loo-distinct
+    everything.append(_question(4, "a", "Count the singers.", "select count(*) from singer;"))
+    assert Example("Count the singers.", "select count(*) from singer;") in leave_one_out(everything, "bm25")(
+        everything[0]).pool
+    assert leave_one_out(everything, "bm25", distinct=True)(everything[0]).pool == offered.pool
 
 
 def test_routesh_eval_refuses_a_memory_without_examples(capsys):

@@ -64,9 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"with the vote stage: candidates per question (default {PipelineOptions.vote_k})")
     parser.add_argument("--vote-temperature", type=float, default=PipelineOptions.vote_temperature, metavar="T",
                         help=f"with the vote stage: sampling temperature (default {PipelineOptions.vote_temperature})")
-    parser.add_argument("--memory", choices=("off", "loo"), default="off",
+    parser.add_argument("--memory", choices=("off", "loo", "loo-distinct"), default="off",
                         help="remembered queries: loo gives each question the other questions of its database in "
-                             "the set, with their gold SQL, as what was asked before (default off)")
+                             "the set, with their gold SQL, as what was asked before; loo-distinct leaves out those "
+                             "whose SQL is the question's own gold (default off)")
     parser.add_argument("--memory-k", type=int, default=PipelineOptions.examples, metavar="K",
                         help=f"with --memory: examples shown per question (default {PipelineOptions.examples})")
     parser.add_argument("--memory-method", choices=METHODS, default="bm25",
@@ -167,7 +168,8 @@ def _evaluate(args: argparse.Namespace, admin_dsn: str | None) -> int:
     options = PipelineOptions(stages=StageConfig.parse(args.stages), vote_k=args.vote_k,
                               vote_temperature=args.vote_temperature, examples=args.memory_k)
     everything, examples = _load(args, admin_dsn, for_gold=False)
-    examples_for = leave_one_out(everything, args.memory_method) if args.memory == "loo" else None
+    examples_for = (leave_one_out(everything, args.memory_method, distinct=args.memory == "loo-distinct")
+                    if args.memory != "off" else None)
     skipped = sum(not ex.answerable for ex in everything)
     # stdout is the summary alone: whatever the model libraries print while loading or generating (e.g.
     # deepspeed's import-time warning, which accelerate triggers when deepspeed is installed) goes to stderr.
@@ -180,7 +182,7 @@ def _evaluate(args: argparse.Namespace, admin_dsn: str | None) -> int:
               + f"; model {engine.name}" + (f" + adapter {args.adapter}" if args.adapter else "")
               + f" ({engine.backend}); stages {options.stages.label()}"
               + (f"; {args.jobs} questions at a time" if args.jobs > 1 else "")
-              + (f"; memory: {args.memory_k} examples by {args.memory_method}, leave one out"
+              + (f"; memory: {args.memory_k} examples by {args.memory_method}, {args.memory}"
                  if examples_for else ""))
         # closed on the way out, Ctrl-C included: the engine's decoding thread must stop before the
         # interpreter does, or the process aborts in the middle of a forward pass

@@ -2,7 +2,7 @@
 abstention) out.
 
     0. with an example source (remembered queries), the few earlier questions most like this one, with
-       their SQL, shown before the question wherever SQL is written (steps 1 and 3)
+       their SQL, shown before the question wherever SQL is written (steps 1 and 3);
        with `values`, the question's words matched to stored values, shown first among their columns'
        examples in every schema text below (values.py)
     1. schema linking ‖ pseudo-SQL on the full schema, in one batched model call
@@ -61,9 +61,10 @@ class Pipeline:
         if self.examples is not None and opts.examples > 0:
             run.examples = tuple(self.examples.similar(question, opts.examples))
             if run.examples:
+                n, questions = len(run.examples), "; ".join(e.question for e in run.examples)
                 shown = "\n".join(f"{e.question} → {' '.join(e.sql.split())}" for e in run.examples)
-                run.emit(Stage.MEMORY, f"{len(run.examples)} remembered quer{'y' if len(run.examples) == 1 else 'ies'}"
-                         f" as examples: {'; '.join(e.question for e in run.examples)}", artifact=shown, accepted=True)
+                run.emit(Stage.MEMORY, f"{n} remembered quer{'y' if n == 1 else 'ies'} as examples: {questions}",
+                         artifact=shown, accepted=True)
 
         # the question's words matched to stored values; run.schema shows them from here on
         if stages.values:
