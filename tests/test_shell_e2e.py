@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import sqlite3
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -524,45 +523,3 @@ def test_sql_that_ran_for_a_question_is_remembered_and_shown_to_the_next_similar
         sh.expect(r"Dropped\.")
     sh.quit()
 
-
-# ---- the screen while the model loads (a real terminal: tmux, whose pane is the screen a user sees) -------
-
-
-def _tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], check=True, capture_output=True, text=True).stdout
-
-
-@pytest.mark.model
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
-def test_the_toolbar_stays_whole_and_nothing_is_drawn_outside_it_while_the_model_loads(tmp_path, concert):
-    env = shell_env(tmp_path)  # a fresh model cache: the model converts first, a long load
-    session = f"routesh-{os.getpid()}"
-    command = " ".join(["env", *[f"{k}={v}" for k, v in env.items()], ROUTESH, str(concert), "--model smollm2-135m"])
-    _tmux("new-session", "-d", "-s", session, "-x", "110", "-y", "30", command)
-    screens = []
-    try:
-        for _ in range(80):
-            screen = _tmux("capture-pane", "-p", "-t", session)
-            screens.append(screen)
-            if "loading the model" in screen and len(screens) > 20:
-                break
-            time.sleep(0.25)
-        _tmux("send-keys", "-t", session, "SELECT count(*) AS n FROM singer;", "Enter")
-        time.sleep(2)
-        screens.append(after := _tmux("capture-pane", "-p", "-t", session))
-        _tmux("send-keys", "-t", session, "\\q", "Enter")
-    finally:
-        time.sleep(1)
-        if subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode == 0:
-            _tmux("kill-session", "-t", session)  # the shell did not quit: it would have taken its session along
-    loading = [s for s in screens if "loading the model" in s]
-    assert loading, screens[-1]
-    toolbar = re.compile(r"^ concert_singer\.sqlite \(SQLite\) │ \S.* │ RO │ stages sl,nc,cw view off "
-                         r"│ [⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] loading the model\s*$")
-    spinner_only = re.compile(r"^\s*[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]\s*$")
-    for screen in loading:
-        lines = screen.rstrip("\n").split("\n")
-        assert toolbar.match(lines[-1]), lines[-1]  # the last line is the whole toolbar
-        assert not any(spinner_only.match(line) for line in lines[:-1]), screen  # no spinner outside it
-        assert sum("stages sl,nc,cw" in line for line in lines) == 1, screen  # drawn once, not twice
-    assert "│  6 │" in after or re.search(r"\|\s+6 \|", after), after  # the shell works while it loads
