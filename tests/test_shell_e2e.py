@@ -12,8 +12,10 @@ from __future__ import annotations
 import io
 import os
 import re
+import shlex
 import shutil
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -523,3 +525,79 @@ def test_sql_that_ran_for_a_question_is_remembered_and_shown_to_the_next_similar
         sh.expect(r"Dropped\.")
     sh.quit()
 
+
+
+# ---- the screen while the model loads (a real terminal: tmux, whose pane is the screen a user sees) -------
+
+
+class Tmux:
+    """One pane of a private tmux server (its own socket): the screen as a user sees it, captured as text. The
+    pane stays after its program exits (remain-on-exit), so that a shell that ended early shows why."""
+
+    def __init__(self, name: str, columns: int, rows: int) -> None:
+        self.socket = f"routesh-test-{os.getpid()}-{name}"
+        self("-f", "/dev/null", "new-session", "-d", "-s", "main", "-x", str(columns), "-y", str(rows), "sleep 600")
+        self("set-option", "-t", "main", "remain-on-exit", "on")
+
+    def __call__(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.socket, *args], check=True, capture_output=True,
+                              text=True).stdout
+
+    def start(self, argv: list[str], env: dict[str, str]) -> None:
+        self("respawn-pane", "-k", "-t", "main", shlex.join(["env", "-i", *[f"{k}={v}" for k, v in env.items()], *argv]))
+
+    def type(self, line: str) -> None:
+        """The keys of `line`, then Enter. As bytes (-H): tmux would read a trailing ';' as its own separator."""
+        self("send-keys", "-t", "main", "-H", *(f"{b:02x}" for b in line.encode()))
+        self("send-keys", "-t", "main", "Enter")
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-t", "main")
+
+    def ended(self) -> bool:
+        return self("display-message", "-p", "-t", "main", "#{pane_dead}").strip() == "1"
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
+
+
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+@pytest.mark.model
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+def test_the_toolbar_stays_whole_and_nothing_is_drawn_outside_it_while_the_model_loads(tmp_path, concert):
+    tmux = Tmux("toolbar", columns=160, rows=30)
+    try:
+        # a fresh model cache: the model converts first, a load of some seconds
+        tmux.start([ROUTESH, str(concert), "--model", "smollm2-135m"], shell_env(tmp_path))
+        loading: list[str] = []
+        typed = False
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not tmux.ended():
+            screen = tmux.screen()
+            if "loading the model" not in screen:
+                if loading:
+                    break  # loaded
+            else:
+                loading.append(screen)
+                if len(loading) == 5 and not typed:  # SQL needs no model: it runs while the model loads
+                    tmux.type("SELECT count(*) AS n FROM singer;")
+                    typed = True
+            time.sleep(0.1)
+        assert not tmux.ended(), tmux.screen()
+        assert typed, loading[-1] if loading else tmux.screen()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "(1 row)" not in (after := tmux.screen()):
+            time.sleep(0.2)
+        tmux.type("\\q")
+    finally:
+        tmux.close()
+    toolbar = re.compile(rf"^ concert_singer\.sqlite \(SQLite\) │ smollm2-135m \(loading\) │ RO │ stages \S+ view off "
+                         rf"│ [{SPINNER}] loading the model\s*$")
+    for screen in loading:
+        lines = screen.rstrip("\n").split("\n")
+        assert toolbar.match(lines[-1]), lines[-1]  # the last line is the whole toolbar
+        assert not any(re.fullmatch(rf"\s*[{SPINNER}]\s*", line) for line in lines[:-1]), screen  # no stray spinner
+        assert sum(" │ stages " in line for line in lines) == 1, screen  # drawn once, not twice
+    assert "(1 row)" in after and re.search(r"\b6\b", after), after  # SQL ran while the model loaded
