@@ -106,6 +106,7 @@ class DelimitedWriter(RowWriter):
 
     def __init__(self, out: TextIO, delimiter: str):
         super().__init__(out)
+        self.delimiter = delimiter
         # rows are formatted into a batch of text and written at once: an unbuffered stdout
         # (PYTHONUNBUFFERED) would otherwise cost a system call per row
         self._batch = io.StringIO()
@@ -123,6 +124,10 @@ class DelimitedWriter(RowWriter):
         else:
             self._csv.writerows([_display(v) if type(v) in _BINARY else v for v in row] for row in rows)
         self._flush_batch()
+
+    def write_lines(self, text: str, rows: int) -> None:
+        self.out.write(text)
+        self.rows_written += rows
 
     def _flush_batch(self) -> None:
         self.out.write(self._batch.getvalue())

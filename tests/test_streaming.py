@@ -235,6 +235,103 @@ def test_postgres_streams_through_the_server_side_cursor(pg_server):
         database.close()
 
 
+# A row of the types whose text differs between Python and PostgreSQL, names and values that need quoting, a
+# newline inside a value (one row, two lines), NULL and non-ASCII text.
+PG_ODD = ("SELECT n, n % 2 = 0 AS \"even?\", n * 0.5::float8 AS half, ('2026-01-0' || (n % 9 + 1))::date AS day, "
+          "jsonb_build_object('n', n) AS doc, ARRAY[n, n + 1] AS pair, '\\x0102'::bytea AS raw, "
+          "CASE WHEN n % 3 = 0 THEN NULL ELSE 'é, \"q\"' || chr(10) || n END AS \"odd, name\" "
+          "FROM generate_series(1, {rows}) n")
+
+
+def _exported(database, sql: str, fmt: str, row_limit: int) -> tuple[str, Result]:  # noqa: ANN001
+    out = io.StringIO()
+    result = database.execute(sql, options=ExecOptions(row_limit=row_limit), sink=row_writer(fmt, out))
+    return out.getvalue(), result
+
+
+@pytest.mark.postgres
+def test_postgres_exports_without_a_limit_through_copy_as_psql_and_the_cursor_write_them(pg_server, tmp_path):
+    from routesh.db.postgres import PostgresDatabase
+    from routesh.evaluate.pgserver import find_bin_dir
+
+    database = PostgresDatabase.connect(pg_server.admin_dsn)
+    sql = PG_ODD.format(rows=ROWS)
+    try:
+        for fmt in ("csv", "tsv"):
+            copied, result = _exported(database, sql, fmt, row_limit=0)  # COPY: the server formats
+            fetched, limited = _exported(database, sql, fmt, row_limit=ROWS + 1)  # the cursor: routesh formats
+            assert copied == fetched  # one text whichever path: each value as the server spells it
+            assert (result.columns, result.row_count, result.truncated) == (limited.columns, ROWS, False)
+            rows = list(csv.reader(io.StringIO(copied), delimiter="," if fmt == "csv" else "\t"))
+            assert rows[0] == ["n", "even?", "half", "day", "doc", "pair", "raw", "odd, name"]
+            assert rows[2] == ["2", "t", "1", "2026-01-03", '{"n": 2}', "{2,3}", "\\x0102", 'é, "q"\n2']
+            assert rows[3][7] == "" and len(rows) == ROWS + 1
+        psql = find_bin_dir() / "psql"
+        if psql.exists():  # byte for byte what psql's \copy writes
+            target = tmp_path / "psql.csv"
+            subprocess.run([str(psql), pg_server.admin_dsn, "-c", f"\\copy ({sql}) to '{target}' with (format csv, "
+                            "header)"], check=True, capture_output=True)
+            assert target.read_text() == _exported(database, sql, "csv", row_limit=0)[0]
+    finally:
+        database.close()
+
+
+class _Lines:
+    """A TextSink that keeps the text; `then` runs after each piece."""
+
+    delimiter = ","
+
+    def __init__(self, then=None):  # noqa: ANN001
+        self.columns: list[str] = []
+        self.text, self.rows, self.then = io.StringIO(), 0, then
+
+    def begin(self, columns: list[str]) -> None:
+        self.columns = columns
+
+    def write(self, rows) -> None:  # noqa: ANN001
+        raise AssertionError("a COPY export hands over formatted lines, not rows")
+
+    def write_lines(self, text: str, rows: int) -> None:
+        self.text.write(text)
+        self.rows += rows
+        if self.then:
+            self.then(self)
+
+
+@pytest.mark.postgres
+def test_a_copy_export_stops_at_a_cancel_after_a_whole_row_and_its_timeout_bounds_each_wait(pg_server):
+    from routesh.db.postgres import PostgresDatabase
+    from routesh.errors import QueryError, QueryTimeout
+
+    database = PostgresDatabase.connect(pg_server.admin_dsn)
+    endless = ENDLESS  # generate_series would compute every row before the first is sent
+    try:
+        cancelling = _Lines(then=lambda sink: database.cancel())
+        with pytest.raises(QueryCancelled):
+            database.execute(endless, options=ExecOptions(row_limit=0, timeout=0), sink=cancelling)
+        lines = cancelling.text.getvalue().splitlines()
+        assert len(lines) == cancelling.rows > 0 and lines[-1] == f"{cancelling.rows},row {cancelling.rows}"
+        # the timeout bounds each wait for rows, not the export: 30 rows 50 ms apart take longer than it
+        slow = "SELECT n FROM generate_series(1, 30) n, LATERAL (SELECT pg_sleep(0.05)) s"
+        steady = _Lines()
+        assert database.execute(slow, options=ExecOptions(row_limit=0, timeout=0.5), sink=steady).row_count == 30
+        started = time.monotonic()
+        with pytest.raises(QueryTimeout, match="timed out after 0.5 s"):
+            database.execute("SELECT pg_sleep(5) AS z", options=ExecOptions(row_limit=0, timeout=0.5), sink=_Lines())
+        assert time.monotonic() - started < 3
+        # a sink that fails part way (a full disk) stops the COPY; the connection goes on
+        def fail(sink: _Lines) -> None:
+            raise OSError("No space left on device")
+        with pytest.raises(OSError):
+            database.execute(endless, options=ExecOptions(row_limit=0, timeout=0), sink=_Lines(then=fail))
+        with pytest.raises(QueryError, match="division by zero"):
+            database.execute("SELECT 1 / (n - 3) FROM generate_series(1, 5) n", options=ExecOptions(row_limit=0),
+                             sink=_Lines())
+        assert database.execute("SELECT 42 AS answer").rows == [(42,)]
+    finally:
+        database.close()
+
+
 # ---- the executable --------------------------------------------------------------------------------
 
 

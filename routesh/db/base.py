@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from routesh.db.schema import Schema
 
@@ -45,6 +45,19 @@ class RowSink(Protocol):
     def begin(self, columns: list[str]) -> None: ...
 
     def write(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
+
+
+@runtime_checkable
+class TextSink(RowSink, Protocol):
+    """A RowSink of delimited text (csv, tsv), which takes values as the database spells them: from PostgreSQL
+    its own text (booleans t/f, json as JSON, arrays as {1,2}), as psql's csv writes them, whatever the path;
+    and, for an export without a row limit, whole lines the server formatted itself (COPY)."""
+
+    delimiter: str
+
+    def write_lines(self, text: str, rows: int) -> None:
+        """`rows` whole rows, already formatted, after the header that `begin` wrote."""
+        ...
 
 
 @dataclass

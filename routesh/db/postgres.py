@@ -24,10 +24,12 @@ from urllib.parse import unquote
 import psycopg
 from psycopg import sql as pgsql
 from psycopg.pq import TransactionStatus
+from psycopg.types.string import TextLoader
 
-from routesh.db.base import ConnectionInfo, ExecOptions, Result, RowSink
+from routesh.db.base import NO_ROW_LIMIT, ConnectionInfo, ExecOptions, Result, RowSink, TextSink
 from routesh.db.dsn import redact
 from routesh.db.fetch import Fetched, fetch
+from routesh.db.pgcopy import COPY_PREFIX, CopyStalled, copy_out
 from routesh.db.schema import Column, ForeignKey, Schema, Table, distinct_samples
 from routesh.errors import (
     ConnectError,
@@ -220,10 +222,15 @@ class PostgresDatabase:
             with self._step(sql, opts, "explain"):
                 plan = _explain(conn, sql)
             _check_plan(plan)
+            if isinstance(sink, TextSink) and opts.row_limit == NO_ROW_LIMIT and first_keyword(sql) in _QUERY_STARTS:
+                return self._copy_query(conn, sql, opts, sink)
         with conn.cursor(name=_CURSOR) as cur:
             with self._step(sql, opts, "declare"):
                 cur.execute(sql)  # DECLARE ... CURSOR FOR <sql>: only a query fits there
             columns = [c.name for c in cur.description or []]
+            if isinstance(sink, TextSink):  # each value as the server spells it, as COPY and psql's csv have it
+                for column in cur.description or []:
+                    cur.adapters.register_loader(column.type_code, TextLoader)
             if sink is not None:
                 sink.begin(columns)
             with self._step(sql, opts, "fetch"):  # each FETCH is a statement: the timeout bounds each batch
@@ -232,6 +239,17 @@ class PostgresDatabase:
             with self._step(sql, opts, "commit", check_cancel=False):
                 conn.execute("COMMIT")
         return columns, fetched, None
+
+    def _copy_query(self, conn: psycopg.Connection[Any], sql: str, opts: ExecOptions, sink: TextSink) -> _Outcome:
+        """An export without a row limit, as csv or tsv: the server formats it (pgcopy.py)."""
+        with self._step(sql, opts, "copy"):
+            conn.execute("SET LOCAL statement_timeout = 0")  # the whole export is one statement: the timeout
+            try:  # bounds each wait for rows instead, as it bounds each FETCH of a streamed cursor
+                columns, written = copy_out(conn, sql, sink, stall_timeout=opts.timeout,
+                                            stop_requested=lambda: self._cancel_requested)
+            except CopyStalled:
+                raise QueryTimeout(f"statement timed out after {opts.timeout:g} s") from None
+        return columns, Fetched([], written, False), None
 
     def _run_write(self, conn: psycopg.Connection[Any], sql: str, opts: ExecOptions, sink: RowSink | None) -> _Outcome:
         if first_keyword(sql) == "COPY":
@@ -271,7 +289,7 @@ class PostgresDatabase:
     def _translate(self, err: psycopg.Error, sql: str, opts: ExecOptions, step: str) -> RoutesError:
         if self._conn.closed or self._conn.broken:
             return ConnectionLost(LOST)
-        message = _server_message(err, sql, offset=len(_EXPLAIN) if step == "explain" else None)
+        message = _server_message(err, sql, offset={"explain": len(_EXPLAIN), "copy": len(COPY_PREFIX)}.get(step))
         if err.sqlstate == "57014":  # query_canceled: by us, by the timeout, or by another session
             if self._cancel_requested:
                 return QueryCancelled("the statement was cancelled")
@@ -356,10 +374,10 @@ def _refusal(err: psycopg.Error, sql: str, step: str, message: str) -> Refused |
         return Refused(message, layer=LAYER, node=keyword or None)
     if "multiple commands" in message:
         return Refused("only one statement may run at a time", layer=LAYER)
-    if step in ("explain", "declare") and keyword not in _QUERY_STARTS:
+    if step in ("explain", "declare", "copy") and keyword not in _QUERY_STARTS:
         return Refused(f"{keyword or 'this statement'} is not a read-only query", layer=LAYER, node=keyword or None)
-    if step == "declare" and (state.startswith("0A") or state == "42601"):
-        # EXPLAIN accepted it, DECLARE CURSOR did not: SELECT INTO, a data-modifying WITH, ...
+    if step in ("declare", "copy") and (state.startswith("0A") or state == "42601"):
+        # EXPLAIN accepted it, DECLARE CURSOR (or COPY) did not: SELECT INTO, a data-modifying WITH, ...
         return Refused(f"not a plain query: {message}", layer=LAYER, node=keyword or None)
     return None
 
