@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import platform
 import sqlite3
 import statistics
 import sys
@@ -23,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from machine import cpu_model  # noqa: E402
+from machine import machine_line  # noqa: E402
 from routesh.db import connect  # noqa: E402
 
 COLUMNS = "id INTEGER PRIMARY KEY, parent_id INTEGER, name TEXT NOT NULL, price NUMERIC(10,2), qty INTEGER, " \
@@ -109,8 +107,7 @@ def postgres_admin(args: argparse.Namespace, stack: contextlib.ExitStack) -> str
 
 def main() -> None:
     args = arguments(__doc__.splitlines()[0])
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, python {platform.python_version()}, "
-          f"sqlite {sqlite3.sqlite_version}")
+    print(machine_line())
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "many.sqlite"
         build_sqlite(path, args.tables)

@@ -16,9 +16,6 @@ and whether the first question found its value.
 from __future__ import annotations
 
 import contextlib
-import os
-import platform
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -28,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from introspect import arguments, build_postgres, build_sqlite, postgres_admin  # noqa: E402
-from machine import cpu_model  # noqa: E402
+from machine import machine_line  # noqa: E402
 from routesh.db import connect  # noqa: E402
 from routesh.db.values import ValueIndex  # noqa: E402
 from routesh.pipeline import values  # noqa: E402
@@ -73,8 +70,7 @@ def report(label: str, numbers: dict[str, float | str]) -> None:
 
 def main() -> None:
     args = arguments(__doc__.splitlines()[0])
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, python {platform.python_version()}, "
-          f"sqlite {sqlite3.sqlite_version}; {args.tables} tables, medians of {args.repeat} runs")
+    print(machine_line(f"{args.tables} tables, medians of {args.repeat} runs"))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "many.sqlite"
         build_sqlite(path, args.tables)

@@ -48,7 +48,7 @@ from routesh.engine.base import ChatRequest, Engine, GenerationParams
 from routesh.evaluate.datasets import Example, data_dir, load_spider
 from routesh.evaluate.loo import leave_one_out
 from routesh.pipeline import linking
-from routesh.pipeline.linking import reduced_keep
+from routesh.pipeline.linking import ReducedSchema, reduced_keep
 from routesh.pipeline import schema_texts
 from routesh.pipeline.options import SCHEMA_SAMPLES, SQL_STOP, PipelineOptions
 from routesh.pipeline.stages import Stage
@@ -93,7 +93,7 @@ class SynthOptions:
 # ---- the reduced schema, as the pipeline's step 2 makes it ---------------------------------------
 
 
-def usage_keep(schema: Schema, usage: Usage) -> dict[str, set[str]]:
+def usage_keep(schema: Schema, usage: Usage) -> ReducedSchema:
     """A usage as step 2 reads it: schema spellings, `*` = every column of its table."""
     return linking.known_columns(schema, usage.as_linking())
 
@@ -219,7 +219,7 @@ class Synthesizer:
         for kind, sql, run in self._corruptions(ex, db, schema, gold, gold_run):
             self._add(out, self._nc(ex, schema, question, sql, gold_keep, run, correct=False, gold=gold, kind=kind))
         for sql in self._model_sql(ex, schema, question, full_text, reduced_text):
-            if _squash(sql) == _squash(gold) or _squash(sql) == _squash(ex.gold_sql):
+            if squash(sql) == squash(gold) or squash(sql) == squash(ex.gold_sql):
                 self.notes["model_sql_same_as_gold"] += 1
                 continue
             run = execute(db, sql, timeout=popts.timeout)
@@ -248,10 +248,10 @@ class Synthesizer:
         self.counts[rec["task"]] += 1
         self.counts[f"{rec['task']}:{rec['kind']}"] += 1
 
-    def _reduced_text(self, schema: Schema, question: str, *keeps: Mapping[str, set[str]]) -> str:
+    def _reduced_text(self, schema: Schema, question: str, *keeps: ReducedSchema) -> str:
         return schema_texts.reduced_text(schema, question, reduced_keep(schema, *keeps), self.options.pipeline)
 
-    def _nc(self, ex: Example, schema: Schema, question: str, sql: str, gold_keep: Mapping[str, set[str]],
+    def _nc(self, ex: Example, schema: Schema, question: str, sql: str, gold_keep: ReducedSchema,
             run: Trial, *, correct: bool, gold: str, kind: str) -> dict[str, Any]:
         own = usage_keep(schema, tables_and_columns(sql, DIALECT, schema))
         text = self._reduced_text(schema, question, gold_keep, own)
@@ -269,14 +269,14 @@ class Synthesizer:
         # the kinds accepted least so far go first (ties in a seeded order): a balanced mix overall
         order = sorted(corrupt.KINDS, key=lambda k: (self.corruption_kinds[k], rng.random()))
         tries = found = 0
-        seen = {_squash(gold)}
+        seen = {squash(gold)}
         for kind in order:
             if found >= want or tries >= self.options.corruption_tries:
                 break
             for sql in corrupter.candidates(kind, rng)[:2]:
-                if _squash(sql) in seen:
+                if squash(sql) in seen:
                     continue
-                seen.add(_squash(sql))
+                seen.add(squash(sql))
                 tries += 1
                 run = execute(db, sql, timeout=min(self.options.corruption_timeout, self.options.pipeline.timeout))
                 same = same_result(gold_run, run, gold)
@@ -309,7 +309,7 @@ class Synthesizer:
                     found.append(sql)
         unique: dict[str, str] = {}
         for sql in found:
-            unique.setdefault(_squash(sql), sql.strip().rstrip(";").strip())
+            unique.setdefault(squash(sql), sql.strip().rstrip(";").strip())
         return [unique[k] for k in sorted(unique)]
 
     def _prefixes(self, ex: Example, gold: str) -> list[tuple[str, str]]:
@@ -341,10 +341,6 @@ class Synthesizer:
         return verdict is not False
 
 
-def _squash(sql: str) -> str:
-    return squash(sql).strip()  # also when a space stood before the `;`
-
-
 # ---- model generations from receipts ---------------------------------------------------------------
 
 
@@ -352,7 +348,7 @@ def receipt_candidates(path: Path, examples: Sequence[Example]) -> tuple[dict[in
     """SQL the model wrote for Spider train questions, read from routesh-eval receipts: the final
     answer and every SQL a stage produced. A receipt is matched to a train example by database,
     question and gold SQL, so receipts of another split (dev!) never leak into the training data."""
-    key_of = {(ex.db_id, (ex.question or "").strip(), _squash(ex.gold_sql)): ex.index
+    key_of = {(ex.db_id, (ex.question or "").strip(), squash(ex.gold_sql)): ex.index
               for ex in examples if ex.question is not None}
     found: dict[int, list[str]] = {}
     stats: Counter[str] = Counter()
@@ -365,7 +361,7 @@ def receipt_candidates(path: Path, examples: Sequence[Example]) -> tuple[dict[in
             stats["unreadable_lines"] += 1
             continue
         stats["receipts"] += 1
-        index = key_of.get((data.get("db_id"), str(data.get("question", "")).strip(), _squash(data.get("gold_sql", ""))))
+        index = key_of.get((data.get("db_id"), str(data.get("question", "")).strip(), squash(data.get("gold_sql", ""))))
         if index is None:
             stats["not_in_spider_train"] += 1
             continue

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from routesh import __version__, settings
 from routesh.config import load_config
+from routesh.conversation import read_turns
 from routesh.db import connect
 from routesh.errors import RoutesError, UsageError
 from routesh.logs import keep_libraries_quiet
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="one question (or SQL statement): print the SQL, run it with --yes ('-' reads stdin)")
     parser.add_argument("--sql", metavar="SQL", help="one SQL statement to check and print ('-' reads it from stdin)")
     parser.add_argument("--yes", "-y", action="store_true", help="run the statement after printing it")
+    parser.add_argument("--context", metavar="FILE",
+                        help="with -e: the conversation the question follows, JSON Lines of earlier turns, oldest "
+                        'first: {"question": ..., "sql": ..., "columns": [...]}')
     settings.add_flags(parser)  # --row-limit, --timeout, --format, --stages, --model, --backend
     parser.add_argument("--model-info", action="store_true",
                         help="load the model, run one short generation, and report how it runs")
@@ -82,6 +86,9 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UsageError("give either -e or --sql, not both")
     if args.yes and args.sql is None and args.execute is None:
         raise UsageError("--yes only applies with -e or --sql")
+    if args.context is not None and args.execute is None:
+        raise UsageError("--context only applies with -e")
+    context = read_turns(args.context) if args.context is not None else ()  # a bad file: before connecting
     resolved = settings.resolve(load_config(), args)  # command-line options win over the file
     if resolved.warning:
         _error(resolved.warning)
@@ -91,7 +98,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.sql is not None:
             return run_one(db, _read_sql(args.sql), run=args.yes, settings=resolved)
         if args.execute is not None:
-            return run_text(db, _read_sql(args.execute), run=args.yes, settings=resolved)
+            return run_text(db, _read_sql(args.execute), run=args.yes, settings=resolved, context=context)
         from routesh.shell.app import run_shell  # prompt-toolkit loads only for the shell
 
         return run_shell(db, resolved)

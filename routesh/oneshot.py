@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import shutil
 import sys
+from collections.abc import Sequence
 
 from routesh.cancel import CancelToken
+from routesh.conversation import Turn
 from routesh.db import Database
 from routesh.db.cancellable import execute_cancellable, run_cancellable
 from routesh.errors import Abstained, QueryError, UsageError
@@ -25,15 +27,15 @@ from routesh.sql import guard
 from routesh.sql.classify import classify, is_command
 
 
-def run_text(db: Database, text: str, *, run: bool, settings: Settings) -> int:
-
+def run_text(db: Database, text: str, *, run: bool, settings: Settings, context: Sequence[Turn] = ()) -> int:
+    """A question (asked after `context`, the conversation it follows) or one SQL statement."""
     text = text.strip()
     if is_command(text):
         raise UsageError("-e takes a question or a SQL statement, not a shell command")
     schema = db.introspect(samples=SCHEMA_SAMPLES)
     if classify(text, schema, db.dialect).kind == "sql":
         return run_one(db, text, run=run, settings=settings)
-    answer = _ask(db, schema, text, settings)
+    answer = _ask(db, schema, text, settings, context)
     if answer.abstained:
         raise Abstained(f"no SQL: {answer.reason}")
     if answer.agreement:
@@ -76,7 +78,7 @@ def _notice(message: str) -> None:
     print(f"routesh: {message}", file=sys.stderr)
 
 
-def _ask(db: Database, schema, question: str, settings: Settings) -> Answer:  # noqa: ANN001
+def _ask(db: Database, schema, question: str, settings: Settings, context: Sequence[Turn]) -> Answer:  # noqa: ANN001
     from routesh.engine import load_engine
 
     with contextlib.redirect_stdout(sys.stderr):  # libraries that print while loading must not mix into the SQL
@@ -92,7 +94,8 @@ def _ask(db: Database, schema, question: str, settings: Settings) -> Answer:  # 
         memory = QueryMemory().for_schema(schema_fingerprint(schema)) if settings.memory else None  # the shell's
         pipeline = Pipeline(engine, db, schema, options=PipelineOptions(stages=settings.stages), examples=memory)
         # Ctrl-C: stop the model and the database, give them 5 s, then leave as an interrupt (exit 130)
-        return run_cancellable(lambda: pipeline.ask(question, cancel=token, on_event=progress), cancel=token.cancel,
-                               when_cancelled=lambda err: KeyboardInterrupt(), grace=5, name="routesh-ask")
+        return run_cancellable(lambda: pipeline.ask(question, cancel=token, on_event=progress, context=context),
+                               cancel=token.cancel, when_cancelled=lambda err: KeyboardInterrupt(), grace=5,
+                               name="routesh-ask")
     finally:
         engine.close()

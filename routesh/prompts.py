@@ -315,8 +315,11 @@ def _ask(schema_text: str, dialect: str, task: str) -> ChatRequest:
     return ChatRequest.of(("system", system_message(schema_text, dialect)), ("user", task))
 
 
-def _question(question: str, hint: str | None) -> str:
-    return f"Question: {question.strip()}" + (f"\nHint: {hint.strip()}" if hint and hint.strip() else "")
+def _question(question: str, hint: str | None, context: Sequence[Turn] = ()) -> str:
+    """The question, after the conversation it follows (if any), labelled a follow-up there."""
+    label = "Follow-up question" if context else "Question"
+    return (f"{_context_text(context)}{label}: {question.strip()}"
+            + (f"\nHint: {hint.strip()}" if hint and hint.strip() else ""))
 
 
 @dataclass(frozen=True)
@@ -327,11 +330,30 @@ class Example:
     sql: str
 
 
+@dataclass(frozen=True)
+class Turn:
+    """An earlier question of the conversation, with the SQL that the user ran for it (as run: edited or not)
+    and its result's columns; a follow-up question is asked after the last few."""
+
+    question: str
+    sql: str
+    columns: tuple[str, ...] = ()
+
+
+def _context_text(context: Sequence[Turn]) -> str:
+    if not context:
+        return ""
+    shown = "\n\n".join(f"Question: {t.question.strip()}\nSQL: {' '.join(t.sql.split())}"
+                         + (f"\nColumns: {', '.join(t.columns)}" if t.columns else "") for t in context)
+    return f"The conversation so far, each question with the SQL that answered it:\n\n{shown}\n\n"
+
+
 def ts_prompt(schema_text: str, dialect: str, question: str, hint: str | None = None,
-              examples: Sequence[Example] = ()) -> ChatRequest:
+              examples: Sequence[Example] = (), context: Sequence[Turn] = ()) -> ChatRequest:
     """Text-to-SQL: one query answering the question; `examples`, earlier questions on this database with the
-    SQL that answered them (remembered queries), come first, the closest last."""
-    return _ask(schema_text, dialect, f"{_examples_text(examples)}{_question(question, hint)}\n\nWrite one "
+    SQL that answered them (remembered queries), come first, the closest last; then `context`, the
+    conversation the question follows (every task takes it)."""
+    return _ask(schema_text, dialect, f"{_examples_text(examples)}{_question(question, hint, context)}\n\nWrite one "
                 f"{dialect_name(dialect)} query that answers the question. Reply with only the SQL in a ```sql "
                 "block, no explanation.")
 
@@ -343,25 +365,28 @@ def _examples_text(examples: Sequence[Example]) -> str:
     return f"Questions answered before on this database, with their SQL:\n\n{shown}\n\n"
 
 
-def sl_prompt(schema_text: str, dialect: str, question: str, hint: str | None = None) -> ChatRequest:
+def sl_prompt(schema_text: str, dialect: str, question: str, hint: str | None = None,
+              context: Sequence[Turn] = ()) -> ChatRequest:
     """Schema linking: the tables and columns the answer needs."""
-    return _ask(schema_text, dialect, f"{_question(question, hint)}\n\nWhich tables and columns does the SQL "
+    return _ask(schema_text, dialect, f"{_question(question, hint, context)}\n\nWhich tables and columns does the SQL "
                 'answering this question need? Reply with only one line of JSON, no explanation: '
                 '{"table": ["column", ...], ...}.')
 
 
 def nc_prompt(schema_text: str, dialect: str, question: str, sql: str, feedback: str,
-              hint: str | None = None) -> ChatRequest:
+              hint: str | None = None, context: Sequence[Turn] = ()) -> ChatRequest:
     """Noise correction: is the candidate right, given what it returned? If not, the corrected SQL."""
-    return _ask(schema_text, dialect, f"{_question(question, hint)}\n\nCandidate SQL:\n```sql\n{sql.strip()}\n```\n"
+    return _ask(schema_text, dialect, f"{_question(question, hint, context)}\n\nCandidate SQL:\n```sql\n"
+                f"{sql.strip()}\n```\n"
                 f"Execution: {feedback}\n\nIs the candidate SQL correct for the question? Reply "
                 f"only \"{NC_CORRECT}\", or \"{NC_WRONG}\" followed by the corrected SQL in a ```sql block; no "
                 "explanation.")
 
 
-def cw_prompt(schema_text: str, dialect: str, question: str, sql_prefix: str, hint: str | None = None) -> ChatRequest:
+def cw_prompt(schema_text: str, dialect: str, question: str, sql_prefix: str, hint: str | None = None,
+              context: Sequence[Turn] = ()) -> ChatRequest:
     """Continuation writing: finish a query from its beginning."""
-    return _ask(schema_text, dialect, f"{_question(question, hint)}\n\nHere is the beginning of a "
+    return _ask(schema_text, dialect, f"{_question(question, hint, context)}\n\nHere is the beginning of a "
                 f"{dialect_name(dialect)} query that answers the question:\n```sql\n{sql_prefix.rstrip()}\n```\n"
                 "Write the complete query. Reply with only the SQL in a ```sql block, no explanation.")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 
@@ -13,6 +14,14 @@ from routesh.db.cancellable import run_cancellable
 
 class Stopped(Exception):
     pass
+
+
+@pytest.fixture(autouse=True)
+def ctrl_c_reaches_python():
+    """interrupt_main does nothing where SIGINT is ignored, as in a test run started in the background (`&`)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def test_ctrl_c_cancels_and_waits_for_the_work_to_end():

@@ -26,17 +26,21 @@ ALLOWED: dict[str, set[str]] = {
     "chart": {"errors", "db"},
     "retrieval": {"prompts"},  # ranks with the prompts' question words
     "memory": {"db", "retrieval"},
+    "conversation": {"errors", "prompts"},  # the turns of a topic, as the prompts render them
     "render": {"errors", "db", "chart"},
     "pipeline": _BELOW_PIPELINE,
-    "evaluate": _BELOW_PIPELINE | {"pipeline"},
+    "evaluate": _BELOW_PIPELINE | {"pipeline", "conversation"},
     "settings": _BELOW_PIPELINE | {"pipeline", "render", "chart"},
     "config": _BELOW_PIPELINE | {"pipeline", "render", "chart", "settings"},
     "demo": {"errors"},
     "finetune": _BELOW_PIPELINE | {"pipeline", "evaluate"},
-    "oneshot": _BELOW_PIPELINE | {"pipeline", "render", "chart", "settings", "config", "memory"},
-    "shell": _BELOW_PIPELINE | {"pipeline", "evaluate", "render", "chart", "settings", "config", "demo", "memory"},
-    "cli": _BELOW_PIPELINE | {"pipeline", "evaluate", "render", "chart", "settings", "config", "demo", "oneshot", "shell"},
-    "bench": _BELOW_PIPELINE | {"pipeline", "evaluate", "render", "chart", "settings", "config", "demo", "oneshot", "finetune"},
+    "oneshot": _BELOW_PIPELINE | {"pipeline", "render", "chart", "settings", "config", "memory", "conversation"},
+    "shell": _BELOW_PIPELINE | {"pipeline", "evaluate", "render", "chart", "settings", "config", "demo", "memory",
+                                "conversation"},
+    "cli": _BELOW_PIPELINE | {"pipeline", "evaluate", "render", "chart", "settings", "config", "demo", "oneshot", "shell",
+                              "conversation"},
+    "bench": _BELOW_PIPELINE | {"pipeline", "evaluate", "render", "chart", "settings", "config", "demo", "oneshot",
+                                "finetune", "conversation"},
 }
 
 

@@ -31,7 +31,7 @@ from routesh.evaluate.pgserver import find_bin_dir, start_server
 
 ROUTESH = str(Path(sys.executable).with_name("routesh"))
 CONCERT = SHARED_DATA / "spider" / "database" / "concert_singer" / "concert_singer.sqlite"
-PROMPT = r"concert_singer\.sqlite> "
+PROMPT = r"concert_singer\.sqlite(?: \(\d+\))?> "  # (N): a conversation of N turns goes on
 RUN = r"run> "
 QUESTION = "How many singers are there?"
 MODEL_WAIT = 300  # seconds for one question: generous, the 135M model on a busy CPU is slow
@@ -500,13 +500,18 @@ def test_remember_lists_and_forgets_queries_of_this_schema(shell, tmp_path):
     assert (tmp_path / "home" / ".local" / "share" / "routesh" / "memory.sqlite").is_file()  # the user data dir
 
 
+def run_the_answer(sh: Shell, question: str) -> str:
+    """Ask `question`, run the SQL it gets as it is (Enter at run>); what was shown, up to the next prompt."""
+    sh.child.sendline(question)
+    assert answered(sh), "the pipeline abstained: no SQL to run"
+    sh.child.send("\r")
+    return sh.expect(r"\(\d+ rows?\)|ERROR: [^\r\n]+")
+
+
 @pytest.mark.model
 def test_sql_that_ran_for_a_question_is_remembered_and_shown_to_the_next_similar_one(model_shell):
     sh = model_shell
-    sh.child.sendline(QUESTION)
-    assert answered(sh), "the pipeline abstained: no SQL to run"
-    sh.child.send("\r")
-    shown = sh.expect(r"\(\d+ rows?\)|ERROR: [^\r\n]+")
+    shown = run_the_answer(sh, QUESTION)
     if "ERROR:" in shown:  # the small model's SQL failed: nothing that did not run is remembered
         assert "Remembered" not in shown
         sh.do("\\memory", r"Nothing remembered for this schema yet")
@@ -525,6 +530,31 @@ def test_sql_that_ran_for_a_question_is_remembered_and_shown_to_the_next_similar
         sh.expect(r"Dropped\.")
     sh.quit()
 
+
+@pytest.mark.model
+def test_a_follow_up_is_asked_after_the_sql_that_ran_and_new_ends_the_conversation(model_shell):
+    sh = model_shell
+    shown = run_the_answer(sh, QUESTION)
+    after = sh.child.after or ""  # the prompt that came next
+    if "ERROR:" in shown:  # the small model's SQL failed: what did not run is no turn
+        assert "(1)" not in after
+        sh.do("\\context", r"No conversation going on")
+        sh.quit()
+        return
+    assert "concert_singer.sqlite (1)> " in plain(after), after
+    sh.do("\\context", r"The conversation so far \(1 question", rf"1\. {re.escape(QUESTION)}")
+    sh.do("\\stages on", r"Stages view is on")
+    asked = len(sh.transcript.getvalue())
+    sh.child.sendline("and how many of them are from France?")
+    sh.child.expect(stage_line("context"), timeout=MODEL_WAIT)
+    sh.child.expect(stage_line("linking"), timeout=MODEL_WAIT)  # the context comes first
+    assert f"a follow-up to 1 earlier question: {QUESTION}" in plain(sh.transcript.getvalue()[asked:])
+    if answered(sh):
+        sh.child.send("\x03")
+        sh.expect(r"Dropped\.")  # dropped: no second turn
+    sh.do("\\new", r"New topic: the conversation of 1 question is set aside")
+    assert "concert_singer.sqlite> " in plain(sh.child.after or "")
+    sh.quit()
 
 
 # ---- the screen while the model loads (a real terminal: tmux, whose pane is the screen a user sees) -------

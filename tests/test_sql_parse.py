@@ -90,6 +90,7 @@ def test_first_words():
 def test_squash_and_same_sql():
     assert squash("SELECT  a\nFROM t;") == "select a from t"
     assert same_sql("SELECT a FROM t;", "select a   from t")
+    assert squash("SELECT a FROM t ;") == "select a from t"  # a space before the `;` too
     assert not same_sql("SELECT a FROM t", "SELECT b FROM t")
 
 

@@ -22,16 +22,13 @@ from psycopg import pq
 from psycopg.errors import error_from_result
 
 from routesh.db.base import TextSink
+from routesh.errors import QueryTimeout
 
 CHUNK_BYTES = 1 << 20  # rows are handed to the sink in pieces about this big
 _POLL_S = 0.2  # how often a wait for the server looks at the cancel flag and the stall clock
 
 
 COPY_PREFIX = "COPY ("  # what stands before the query in the statement (error positions are shifted by it)
-
-
-class CopyStalled(Exception):
-    """No row came for `stall_timeout` seconds: the export was cancelled on the server."""
 
 
 def copy_statement(query: str, delimiter: str) -> str:
@@ -45,7 +42,7 @@ def copy_statement(query: str, delimiter: str) -> str:
 def copy_out(conn: psycopg.Connection[Any], query: str, sink: TextSink, *, stall_timeout: float,
              stop_requested: Callable[[], bool]) -> tuple[list[str], int]:
     """Run `query` as a COPY into `sink`: its columns (from the server's header line) and the rows written.
-    Raises psycopg's error for what the server refused, CopyStalled when rows stopped coming. After
+    Raises psycopg's error for what the server refused, QueryTimeout when rows stopped coming. After
     `stop_requested()` turns true (the caller has asked the server to cancel) nothing more is written."""
     encoding = conn.info.encoding
     pg = conn.pgconn
@@ -93,8 +90,8 @@ class _Reader:
         result = self.pg.get_result()
         if result is None:
             raise psycopg.OperationalError("the server sent no result for COPY")
-        if self.stalled and result.status == pq.ExecStatus.FATAL_ERROR:
-            raise CopyStalled()
+        if self.stalled and result.status == pq.ExecStatus.FATAL_ERROR:  # our cancel: the wait was too long
+            raise QueryTimeout(f"statement timed out after {self.stall_timeout:g} s")
         return result
 
     def rows_into(self, sink: TextSink, encoding: str) -> tuple[list[str], int]:

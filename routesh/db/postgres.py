@@ -4,7 +4,8 @@ The read-only envelope (DESIGN.md decision 4, layer b) holds whatever layer (a) 
 the guard is skipped: every statement runs inside `BEGIN READ ONLY` with `SET LOCAL statement_timeout`,
 is planned first with EXPLAIN over the extended protocol (one statement only; its plan is scanned for
 deny-listed functions), then runs through a server-side cursor, which PostgreSQL only accepts for a plain
-query. The transaction is always rolled back.
+query (or, a csv/tsv export without a row limit, as `COPY (query) TO STDOUT`: pgcopy.py). The transaction is
+always rolled back.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from psycopg.types.string import TextLoader
 from routesh.db.base import NO_ROW_LIMIT, ConnectionInfo, ExecOptions, Result, RowSink, TextSink
 from routesh.db.dsn import redact
 from routesh.db.fetch import Fetched, fetch
-from routesh.db.pgcopy import COPY_PREFIX, CopyStalled, copy_out
+from routesh.db.pgcopy import COPY_PREFIX, copy_out
 from routesh.db.schema import Column, ForeignKey, Schema, Table, distinct_samples
 from routesh.errors import (
     ConnectError,
@@ -244,11 +245,9 @@ class PostgresDatabase:
         """An export without a row limit, as csv or tsv: the server formats it (pgcopy.py)."""
         with self._step(sql, opts, "copy"):
             conn.execute("SET LOCAL statement_timeout = 0")  # the whole export is one statement: the timeout
-            try:  # bounds each wait for rows instead, as it bounds each FETCH of a streamed cursor
-                columns, written = copy_out(conn, sql, sink, stall_timeout=opts.timeout,
-                                            stop_requested=lambda: self._cancel_requested)
-            except CopyStalled:
-                raise QueryTimeout(f"statement timed out after {opts.timeout:g} s") from None
+            # bounds each wait for rows instead, as it bounds each FETCH of a streamed cursor
+            columns, written = copy_out(conn, sql, sink, stall_timeout=opts.timeout,
+                                        stop_requested=lambda: self._cancel_requested)
         return columns, Fetched([], written, False), None
 
     def _run_write(self, conn: psycopg.Connection[Any], sql: str, opts: ExecOptions, sink: RowSink | None) -> _Outcome:

@@ -14,7 +14,7 @@ from routesh.db.schema import Schema
 ReducedSchema: TypeAlias = dict[str, set[str]]
 
 
-def reduced_keep(schema: Schema, *parts: Mapping[str, set[str]]) -> ReducedSchema:
+def reduced_keep(schema: Schema, *parts: ReducedSchema) -> ReducedSchema:
     """The union of `parts`, bridged; the whole schema when nothing is kept (an empty schema helps no one)."""
     keep = union(*parts)
     bridge(schema, keep)
@@ -28,7 +28,7 @@ def known_columns(schema: Schema, linked: Mapping[str, list[str]]) -> ReducedSch
     the format's template, {"table": [tables], "column": [columns]} (a base model's habit), is read
     as what it says: those tables, and those columns wherever the named tables have them."""
     linked = _untemplate(linked, schema)
-    out: dict[str, set[str]] = {}
+    out: ReducedSchema = {}
     for table_name, columns in linked.items():
         table = schema.table(str(table_name).strip().strip('"'))
         if table is None:
@@ -65,8 +65,8 @@ def _untemplate(linked: Mapping[str, list[str]], schema: Schema) -> Mapping[str,
     return out
 
 
-def union(*parts: Mapping[str, set[str]]) -> ReducedSchema:
-    out: dict[str, set[str]] = {}
+def union(*parts: ReducedSchema) -> ReducedSchema:
+    out: ReducedSchema = {}
     for part in parts:
         for table, columns in part.items():
             out.setdefault(table, set()).update(columns)

@@ -31,3 +31,4 @@ class PipelineOptions:
     values_budget: float = 1.0  # seconds a question may spend indexing stored values (the index is kept)
     vote_rows: int = 500  # rows a candidate's vote run fetches, well above the preview
     examples: int = 3  # remembered queries shown before the question, when the pipeline has an example source
+    context_turns: int = 3  # of a conversation, the last turns a follow-up question is asked after

@@ -22,6 +22,8 @@ own run object (run.py), so concurrent questions do not see each other's state.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from routesh.cancel import CancelToken
 from routesh.db.base import Database
 from routesh.db.schema import Schema
@@ -31,6 +33,7 @@ from routesh.pipeline import schema_texts, steps, values, vote
 from routesh.pipeline.options import PipelineOptions
 from routesh.pipeline.run import QuestionRun
 from routesh.pipeline.stages import Answer, EventSink, Stage
+from routesh.prompts import Turn
 from routesh.retrieval import ExampleSource
 from routesh.sql.parse import same_sql
 
@@ -50,12 +53,21 @@ class Pipeline:
         self.examples = examples
 
     def ask(self, question: str, hint: str | None = None, *, cancel: CancelToken | None = None,
-            on_event: EventSink | None = None) -> Answer:
+            on_event: EventSink | None = None, context: Sequence[Turn] = ()) -> Answer:
         """Answer one question. `cancel` stops it at the next step (Cancelled is raised); `on_event` sees
-        each Starting notice and each StageEvent as it happens."""
+        each Starting notice and each StageEvent as it happens; `context`, the conversation the question
+        follows (its last `options.context_turns` turns are asked with)."""
         run = QuestionRun(self.engine, self.database, self.schema, self.options, question, hint,
                           cancel or CancelToken(), on_event, Answer(question=question, sql=None, reason=""))
         opts, stages = self.options, self.options.stages
+
+        if context and opts.context_turns > 0:
+            run.context = tuple(context)[-opts.context_turns:]
+            n = len(run.context)
+            run.emit(Stage.CONTEXT, f"a follow-up to {n} earlier question{'s' if n != 1 else ''}: "
+                     + "; ".join(t.question for t in run.context),
+                     artifact="\n".join(f"{t.question} → {' '.join(t.sql.split())}" for t in run.context),
+                     accepted=True)
 
         # 0: remembered queries like this question, shown where SQL is written
         if self.examples is not None and opts.examples > 0:

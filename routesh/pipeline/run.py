@@ -17,6 +17,7 @@ from routesh.pipeline.linking import ReducedSchema
 from routesh.pipeline.options import SQL_STOP, PipelineOptions
 from routesh.pipeline.stages import Answer, EventSink, Stage, StageEvent, Starting
 from routesh.pipeline.trial import Trial, run_trial
+from routesh.prompts import Turn
 from routesh.retrieval import Example
 from routesh.sql.extract import extract_sql
 from routesh.sql.parse import Sql
@@ -36,6 +37,7 @@ class QuestionRun:
     answer: Answer
     matched: ReducedSchema = field(default_factory=dict)  # columns holding a value the question names
     examples: tuple[Example, ...] = ()  # remembered queries, shown before the question where SQL is written
+    context: tuple[Turn, ...] = ()  # the conversation it follows: every task is asked after it
 
     @property
     def dialect(self) -> str:

@@ -14,6 +14,7 @@ class Stage(StrEnum):
     """Every step a question's events can name. The values are what receipts, `--stages` and the
     training data spell; a StrEnum, so a receipt's "nc" and Stage.NC compare equal."""
 
+    CONTEXT = "context"  # the conversation a follow-up question is asked after
     MEMORY = "memory"  # remembered queries shown as examples
     VALUES = "values"  # the question's words matched to stored values
     SL = "sl"  # schema linking

@@ -4,7 +4,6 @@ what order; each step here says what it did through run.emit and returns what th
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import replace
 
 from routesh import prompts
@@ -29,8 +28,9 @@ _MOST_REPAIRS = 4  # trial runs one failing candidate may cost the repair stage
 def link(run: QuestionRun, full_text: str) -> tuple[ReducedSchema, Sql | None]:
     """Steps 1-2: schema linking ‖ the pseudo-SQL in one batch, merged into the reduced schema."""
     run.starting(Stage.SL, "schema linking")
-    requests = [prompts.sl_prompt(full_text, run.dialect, run.question, run.hint),
-                prompts.ts_prompt(full_text, run.dialect, run.question, run.hint, run.examples)]
+    requests = [prompts.sl_prompt(full_text, run.dialect, run.question, run.hint, run.context),
+                prompts.ts_prompt(full_text, run.dialect, run.question, run.hint, run.examples,
+                                  run.context)]
     started = time.perf_counter()
     sl_out, ts_out = run.engine.generate(requests, GenerationParams(max_new_tokens=run.options.sql_tokens, stop=SQL_STOP),
                                          cancel=run.cancel)
@@ -41,7 +41,8 @@ def link(run: QuestionRun, full_text: str) -> tuple[ReducedSchema, Sql | None]:
              reason="" if linked else "the reply named no table of this schema", completion=sl_out,
              seconds=seconds / 2)
     pseudo = run.extract(ts_out.text)
-    used = run.usage(pseudo)
+    # a follow-up keeps what the conversation's SQL used
+    used = linking.union(run.usage(pseudo), *(run.usage(Sql(turn.sql, run.dialect)) for turn in run.context))
     run.emit(Stage.PSEUDO, one_line(pseudo.text) if pseudo else "no SQL in the reply", raw=ts_out.text,
              artifact=pseudo.text if pseudo else None, accepted=pseudo is not None, completion=ts_out,
              seconds=seconds / 2)
@@ -59,7 +60,7 @@ def link(run: QuestionRun, full_text: str) -> tuple[ReducedSchema, Sql | None]:
 def generate(run: QuestionRun, schema_text: str, *, draft: Sql | None) -> tuple[Sql | None, str]:
     """Step 3: the generated SQL (None when the reply has none) and the reply itself."""
     run.starting(Stage.TS, "generation")
-    request = prompts.ts_prompt(schema_text, run.dialect, run.question, run.hint, run.examples)
+    request = prompts.ts_prompt(schema_text, run.dialect, run.question, run.hint, run.examples, run.context)
     out = run.call(request, draft=draft.text if draft else None)
     sql = run.extract(out.text)
     run.emit(Stage.TS, one_line(sql.text) if sql else "no SQL in the reply", raw=out.text,
@@ -131,7 +132,7 @@ def correct(run: QuestionRun, schema_text: str, trial: Trial) -> Trial:
     """Step 4: noise correction told the execution feedback; a proposed fix is taken only if it runs."""
     run.starting(Stage.NC, "noise correction")
     feedback = run.feedback(trial)
-    request = prompts.nc_prompt(schema_text, run.dialect, run.question, trial.sql, feedback, run.hint)
+    request = prompts.nc_prompt(schema_text, run.dialect, run.question, trial.sql, feedback, run.hint, run.context)
     out = run.call(request, draft=trial.sql)
     verdict = prompts.parse_nc_verdict(out.text)
     fixed = run.extract(out.text) if verdict is not True else None
@@ -159,7 +160,7 @@ def continue_writing(run: QuestionRun, schema_text: str, trial: Trial) -> Trial:
     if not prefix.strip():
         return trial
     run.starting(Stage.CW, "continuation writing")
-    request = prompts.cw_prompt(schema_text, run.dialect, run.question, prefix, run.hint)
+    request = prompts.cw_prompt(schema_text, run.dialect, run.question, prefix, run.hint, run.context)
     out = run.call(request, draft=trial.sql)
     completed = run.extract(out.text)
     trigger = "the SQL is hard" if trial.ran else "the SQL fails"
@@ -191,9 +192,9 @@ def _is_hard(sql: Sql) -> bool:
         return False
 
 
-def _listed(keep: Mapping[str, set[str]]) -> dict[str, list[str]]:
+def _listed(keep: ReducedSchema) -> dict[str, list[str]]:
     return {t: sorted(c) for t, c in keep.items()}
 
 
-def _columns_summary(linked: Mapping[str, set[str]]) -> str:
+def _columns_summary(linked: ReducedSchema) -> str:
     return "; ".join(f"{t}({', '.join(sorted(c))})" for t, c in linked.items())

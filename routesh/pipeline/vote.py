@@ -87,7 +87,7 @@ class Ballot:
 def sample(run: QuestionRun, schema_text: str, *, draft: Sql | None) -> list[Completion]:
     """The greedy completion and K−1 sampled ones of the text-to-SQL prompt, in one call."""
     options = run.options
-    request = prompts.ts_prompt(schema_text, run.dialect, run.question, run.hint, run.examples)
+    request = prompts.ts_prompt(schema_text, run.dialect, run.question, run.hint, run.examples, run.context)
     greedy = run.sql_params(draft.text if draft else None)
     sampled = [replace(greedy, temperature=options.vote_temperature, seed=options.vote_seed + i)
                for i in range(1, options.vote_k)]

@@ -91,7 +91,7 @@ def _loop(session: ShellSession, prompt: PromptSession) -> int:
     first = True
     while True:
         confirming = bool(session.prefill)
-        message = [("class:prompt.run", "run> ")] if confirming else [("class:prompt", f"{session.database_name}> ")]
+        message = [("class:prompt.run", "run> ")] if confirming else [("class:prompt", f"{_prompt_name(session)}> ")]
         try:
             text = prompt.prompt(message, default=session.prefill,
                                  pre_run=session.model.start if first else None)
@@ -124,8 +124,10 @@ def _handle(session: ShellSession, text: str, *, confirming: bool = False, answe
         kind = classify(text, session.schema(wait=False), session.db.dialect)
         # generated SQL the user accepted (or edited) stays SQL, even if its tables are misspelt now
         if kind.kind == "sql" or (confirming and starts_like_sql(text)):
-            if run_sql(session, text) is not None and answering:
+            result = run_sql(session, text)
+            if result is not None and answering:  # what the user ran for the question: remembered, and a turn
                 remember(session, answering, text)
+                session.conversation.add(answering, text, result.columns)
         else:
             if kind.note:
                 session.say(f"(asking the model: {kind.note}; use \\sql to run it as SQL)", "class:info")
@@ -160,6 +162,7 @@ def _command(session: ShellSession, text: str) -> bool:
 
 def ask(session: ShellSession, question: str) -> Answer | None:
     session.last_question = question
+    context = session.conversation.ask_with(question)  # a question of its own starts a new topic
     token = CancelToken()
     token.on_cancel(session.db.cancel)
 
@@ -186,7 +189,7 @@ def ask(session: ShellSession, question: str) -> Answer | None:
         pipeline = Pipeline(engine, session.db, schema, options=PipelineOptions(stages=session.stages),
                             value_index=session.value_index(schema), examples=session.schema_memory(schema))
         with session.db_lock:
-            return pipeline.ask(question, cancel=token, on_event=report)
+            return pipeline.ask(question, cancel=token, on_event=report, context=context)
 
     try:
         answer = BusyView(work, cancel=token.cancel, toolbar=lambda: toolbar(session), style=session.style,
@@ -210,6 +213,12 @@ def ask(session: ShellSession, question: str) -> Answer | None:
     if answer.agreement and answer.agreement.low:  # the pipeline itself is unsure: say so before it runs
         session.say(f"{answer.agreement} — check this SQL.", "class:warning")
     return answer
+
+
+def _prompt_name(session: ShellSession) -> str:
+    """`demo.sqlite>`, or `demo.sqlite (2)>` while a conversation of two turns goes on (\\new ends it)."""
+    turns = len(session.conversation)
+    return f"{session.database_name} ({turns})" if turns else session.database_name
 
 
 def remember(session: ShellSession, question: str, sql: str) -> None:

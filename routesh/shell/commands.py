@@ -287,6 +287,28 @@ def _retry(session: ShellSession, args: str, plus: bool) -> Outcome | None:
     return Outcome(question=session.last_question)
 
 
+def _new(session: ShellSession, args: str, plus: bool) -> Outcome | None:
+    turns = len(session.conversation)
+    session.conversation.clear()
+    if args:  # asked on its own, whatever it looks like
+        return Outcome(question=args)
+    session.say(f"New topic: the conversation of {turns} question{'s' if turns != 1 else ''} is set aside; the next "
+                "question is asked on its own." if turns else "No conversation going on: each question is asked on "
+                "its own until its SQL runs.")
+    return None
+
+
+def _context(session: ShellSession, args: str, plus: bool) -> None:
+    turns = session.conversation.turns
+    if not turns:
+        session.say("No conversation going on. A question whose SQL you run starts one; a follow-up (\"and only in "
+                    "Lyon\", \"sort them by date\") is asked after it.")
+        return
+    session.say(f"The conversation so far ({len(turns)} question{'s' if len(turns) != 1 else ''}; \\new ends it):")
+    for n, turn in enumerate(turns, 1):
+        session.say(f"  {n}. {turn.question}\n     {' '.join(turn.sql.split())}")
+
+
 def _ask(session: ShellSession, args: str, plus: bool) -> Outcome:
     if not args:
         raise UsageError("\\ask needs a question")
@@ -327,6 +349,8 @@ REGISTRY: tuple[Command, ...] = (
     Command(("\\stages",), "[on|off|use STAGES]", "show each pipeline stage as it runs; choose the stages", _stages),
     Command(("\\why",), "", "the last question's full trace: prompts' results, raw replies, verdicts", _why),
     Command(("\\retry",), "", "ask the last question again", _retry),
+    Command(("\\new",), "[QUESTION]", "end the conversation: the next question (or QUESTION) is asked alone", _new),
+    Command(("\\context",), "", "the conversation a follow-up question is asked after", _context),
     Command(("\\memory",), "[on|off]", "list the remembered queries of this schema (shown to the model as examples)",
             _memory),
     Command(("\\forget",), "N", "drop remembered query N", _forget),

@@ -16,6 +16,7 @@ from prompt_toolkit.styles import BaseStyle
 from routesh.db import Database, ExecOptions, Result
 from routesh.db.schema import Schema
 from routesh.db.values import ValueIndex
+from routesh.conversation import Conversation
 from routesh.memory import QueryMemory, SchemaMemory, schema_fingerprint
 from routesh.pipeline.options import SCHEMA_SAMPLES
 from routesh.pipeline.stages import Answer, StageConfig
@@ -38,6 +39,7 @@ class ShellSession:
     show_stages: bool = False
     named_queries: dict[str, str] = field(default_factory=dict)  # as in the config file; \n saves to both
     memory: QueryMemory | None = None  # remembered queries (None: the memory setting is off)
+    conversation: Conversation = field(default_factory=Conversation)  # the topic a follow-up question continues
     # what the last question left behind, for \why, \retry and \e
     last_question: str | None = None
     last_answer: Answer | None = None

@@ -11,7 +11,7 @@ from prompt_toolkit.formatted_text import FormattedText
 from routesh.pipeline.stages import Answer, Stage, StageEvent
 
 LABELS = {
-    Stage.MEMORY: "memory",
+    Stage.CONTEXT: "context", Stage.MEMORY: "memory",
     Stage.VALUES: "values", Stage.SL: "linking", Stage.PSEUDO: "pseudo-SQL", Stage.MERGE: "merge", Stage.TS: "generation",
     Stage.VOTE: "vote", Stage.REPAIR: "repair", Stage.EXECUTE: "execute", Stage.FALLBACK: "fallback",
     Stage.NC: "correction", Stage.CW: "continuation",

@@ -154,8 +154,9 @@ def first_keyword(sql: str) -> str:
 
 def squash(sql: str) -> str:
     """SQL text folded for a cheap equality test: lower case, whitespace runs as one space, trailing
-    `;` gone. Literals fold too: this tells rewrites apart, it does not prove two queries differ."""
-    return " ".join(sql.lower().split()).rstrip(";")
+    `;` gone (with a space before it). Literals fold too: this tells rewrites apart, it does not prove two
+    queries differ."""
+    return " ".join(sql.lower().split()).rstrip(";").rstrip()
 
 
 def same_sql(a: str, b: str) -> bool:
