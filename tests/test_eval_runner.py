@@ -151,6 +151,7 @@ def _routesh_eval(*args, env=None):
                           env={**os.environ, **(env or {})})
 
 
+@pytest.mark.model
 def test_routesh_eval_with_the_real_test_model(tmp_path, model_cache):
     out = tmp_path / "r.jsonl"
     run = _routesh_eval("--data", "spider-dev", "--model", "smollm2-135m", "--limit", "3", "--sample-seed", "1",
@@ -163,6 +164,7 @@ def test_routesh_eval_with_the_real_test_model(tmp_path, model_cache):
     assert len(receipts) == 3 and all(r.events[-1]["stage"] == "final" for r in receipts.values())
 
 
+@pytest.mark.model
 def test_ctrl_c_stops_routesh_eval_with_jobs_cleanly_and_the_run_resumes(tmp_path, model_cache):
     import os
     import signal
@@ -207,6 +209,7 @@ def test_routesh_eval_rejects_an_unknown_stage():
 
 
 @pytest.mark.postgres
+@pytest.mark.model
 def test_routesh_eval_on_postgres_defog_with_the_real_test_model(tmp_path, model_cache, pg_server, defog_db):
     defog_db("academic")  # the fixture's own copy; routesh-eval loads its defog_academic beside it
     out = tmp_path / "defog.jsonl"

@@ -72,7 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"with --memory: examples shown per question (default {PipelineOptions.examples})")
     parser.add_argument("--memory-method", choices=METHODS, default="bm25",
                         help="with --memory: how the similar questions are found (default bm25)")
-    parser.add_argument("--limit", type=int, help="at most N answerable questions")
+    parser.add_argument("--context", choices=("own", "gold", "none"), default="own",
+                        help="multi-turn data (sparc-dev, or FILE records with interaction_id and turn): each "
+                             "follow-up is asked after the pipeline's own earlier SQL, as a user meets it (own), after "
+                             "the gold earlier SQL (gold), or alone (none); default own")
+    parser.add_argument("--limit", type=int, help="at most N answerable questions (multi-turn data: N interactions)")
     parser.add_argument("--sample-seed", type=int, help="with --limit: a random sample with this seed (else the first N)")
     parser.add_argument("--out", type=Path, help="JSONL receipts; an existing file is resumed")
     parser.add_argument("--timeout", type=float, default=30.0)
@@ -183,13 +187,15 @@ def _evaluate(args: argparse.Namespace, admin_dsn: str | None) -> int:
               + f" ({engine.backend}); stages {options.stages.label()}"
               + (f"; {args.jobs} questions at a time" if args.jobs > 1 else "")
               + (f"; memory: {args.memory_k} examples by {args.memory_method}, {args.memory}"
-                 if examples_for else ""))
+                 if examples_for else "")
+              + (f"; {interactions} interactions, follow-ups asked {_CONTEXT_SAID[args.context]}"
+                 if (interactions := len({ex.interaction for ex in examples} - {None})) else ""))
         # closed on the way out, Ctrl-C included: the engine's decoding thread must stop before the
         # interpreter does, or the process aborts in the middle of a forward pass
         with contextlib.closing(engine), tqdm(total=len(examples), desc=_label(args.data), unit="q",
                                               file=sys.stderr) as bar:
             summary = evaluate(examples, engine, options=options, out=args.out, progress=bar, jobs=args.jobs,
-                               examples_for=examples_for)
+                               examples_for=examples_for, context=args.context)
     print("\n".join(summary.lines()))
     return 0
 
@@ -213,6 +219,10 @@ def _check_gold(args: argparse.Namespace, admin_dsn: str | None) -> int:
     for ex, why in report.errors[:20]:
         print(f"  ERROR   #{ex.index} [{ex.db_id}] {why}: {ex.gold_sql}")
     return 2 if report.refusals else 0
+
+
+_CONTEXT_SAID = {"own": "after the pipeline's own earlier SQL", "gold": "after the gold earlier SQL",
+                 "none": "alone"}
 
 
 def _label(data: str) -> str:

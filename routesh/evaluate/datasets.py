@@ -21,7 +21,8 @@ SPIDER_SPLITS = ("spider-dev", "spider-train")
 DEFOG = "postgres-defog"
 DEFOG_TUNE = "postgres-defog-instruct"  # other questions on the same databases: tune PostgreSQL changes here
 DEFOG_SETS = (DEFOG, DEFOG_TUNE)
-DATA_SETS = (*SPIDER_SPLITS, *DEFOG_SETS)
+SPARC = "sparc-dev"  # SParC's follow-up questions: the tuning subset of its dev set, over Spider's databases
+DATA_SETS = (*SPIDER_SPLITS, *DEFOG_SETS, SPARC)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ class Example:
     dialect: str = "sqlite"
     setup_sql: Path | None = None  # postgres-defog: the DDL+INSERT file that creates the database on a server
     golds: tuple[str, ...] = field(default=())  # the gold alternatives; () means just gold_sql
+    # multi-turn data (SParC): the interaction this question is a turn of, the turn (from 0), and the earlier
+    # turns' questions with their gold SQL
+    interaction: int | None = None
+    turn: int = 0
+    earlier: tuple[tuple[str, str], ...] = ()
 
     @property
     def alternatives(self) -> tuple[str, ...]:
@@ -129,7 +135,8 @@ def load_defog(name: str = DEFOG) -> list[Example]:
 
 # ---- FILE ---------------------------------------------------------------------------------------------
 
-FILE_FIELDS = frozenset({"question", "query", "db_id", "db_path", "dsn", "hint", "category"})
+FILE_FIELDS = frozenset({"question", "query", "db_id", "db_path", "dsn", "hint", "category",
+                         "interaction_id", "turn", "previous_questions", "previous_queries"})
 _SPIDER_EXTRAS = frozenset({"query_toks", "query_toks_no_value", "question_toks", "sql"})  # dev.json's, ignored
 
 
@@ -208,7 +215,21 @@ def _record(path: Path, n: int, record: object, db_dir: Path | None) -> Example:
     else:
         raise UsageError(f"{where}: no database: give db_path or dsn (or pass --db-dir for Spider's layout)")
     return Example(index=n - 1, db_id=db_id, question=record["question"], gold_sql=record["query"], db_path=db_path,
-                   dsn=dsn, hint=_text(record.get("hint")), category=_text(record.get("category")), dialect=dialect)
+                   dsn=dsn, hint=_text(record.get("hint")), category=_text(record.get("category")), dialect=dialect,
+                   **_turn_fields(where, record))
+
+
+def _turn_fields(where: str, record: dict) -> dict:
+    """A multi-turn record's interaction_id, turn and previous_questions/previous_queries (SParC's names)."""
+    if record.get("interaction_id") is None:
+        return {}
+    interaction, turn = record["interaction_id"], record.get("turn", 0)
+    earlier = list(zip(record.get("previous_questions") or [], record.get("previous_queries") or []))
+    if not (isinstance(interaction, int) and isinstance(turn, int) and turn >= 0
+            and all(isinstance(q, str) and isinstance(s, str) for q, s in earlier)):
+        raise UsageError(f"{where}: interaction_id and turn must be whole numbers, previous_questions and "
+                         "previous_queries lists of text")
+    return {"interaction": interaction, "turn": turn, "earlier": tuple(earlier)}
 
 
 def _text(value: object) -> str | None:
@@ -221,6 +242,8 @@ def load_data(name: str, *, db_dir: Path | None = None) -> list[Example]:
         return load_spider(name)
     if name in DEFOG_SETS:
         return load_defog(name)
+    if name == SPARC:
+        return load_file(data_dir() / "sparc" / "sparc_dev_tuning.json", db_dir=data_dir() / "spider" / "database")
     path = Path(name).expanduser()
     if not path.is_file():
         raise UsageError(f"--data {name}: neither a data set ({', '.join(DATA_SETS)}) nor a file")

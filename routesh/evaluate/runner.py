@@ -31,6 +31,7 @@ from routesh.evaluate.datasets import Example, database_key, open_database
 from routesh.pipeline.options import SCHEMA_SAMPLES, PipelineOptions
 from routesh.pipeline.pipeline import Pipeline
 from routesh.pipeline.stages import REVISING, Agreement, Stage, StageEvent
+from routesh.prompts import Turn
 from routesh.retrieval import ExampleSource
 from routesh.sql.hardness import hardness
 
@@ -61,6 +62,12 @@ class Receipt:
     matched_alternative: int | None = None  # which gold alternative matched (0-based), when correct
     alternatives: int = 1  # how many gold alternatives the example has
     agreement: list[int] | None = None  # with `vote`: [candidates returning the answer's result, candidates]
+    # multi-turn data: the interaction and turn, the predicted SQL's result columns (the next turn's context),
+    # and what the turn was asked after (CONTEXTS)
+    interaction: int | None = None
+    turn: int | None = None
+    columns: list[str] | None = None
+    context: str | None = None
 
 
 @dataclass
@@ -77,6 +84,8 @@ class Summary:
     correct_subset: int = 0  # correct with extra predicted columns allowed
     crashed: int = 0  # questions the pipeline crashed on (receipts whose error starts with "crashed:")
     by_agreement: dict[str, tuple[int, int]] = field(default_factory=dict)  # "high"/"low" → (correct, total)
+    by_turn: dict[int, tuple[int, int]] = field(default_factory=dict)  # multi-turn: turn → (correct, total)
+    interactions: tuple[int, int] = (0, 0)  # multi-turn: (interactions with every turn right, interactions)
 
     @property
     def accuracy(self) -> float:
@@ -100,6 +109,11 @@ class Summary:
             out.append(f"  stage {stage:6}: accepted {taken}/{ran}")
         for level, (right, n) in sorted(self.by_agreement.items()):
             out.append(f"  {level} agreement: {right / n:6.1%} ({right}/{n})")
+        if self.interactions[1]:
+            right, n = self.interactions
+            out.append(f"  interactions with every turn right: {right / n:6.1%} ({right}/{n})")
+            for turn, (right, n) in sorted(self.by_turn.items()):
+                out.append(f"  turn {turn + 1}: {right / n:6.1%} ({right}/{n})")
         if self.crashed:
             out.append(f"  crashed (counted wrong; see the receipts' error): {self.crashed}")
         out.append(f"seconds per question: median {self.median_seconds:.2f}, p90 {self.p90_seconds:.2f}; "
@@ -108,28 +122,42 @@ class Summary:
 
 
 def sample(examples: Sequence[Example], *, limit: int | None, seed: int | None) -> list[Example]:
-    """The answerable examples (a question and a database), then a seeded random sample or the first `limit`."""
+    """The answerable examples (a question and a database), then a seeded random sample or the first `limit`.
+    Multi-turn data is sampled by interaction: `limit` interactions, each with all its turns."""
     usable = [ex for ex in examples if ex.answerable]
-    if limit is None or limit >= len(usable):
-        return usable
-    if seed is None:
-        return usable[:limit]
-    chosen = random.Random(seed).sample(usable, limit)
-    return sorted(chosen, key=lambda ex: ex.index)
+    units = list(_interactions(usable).values()) if any(ex.interaction is not None for ex in usable) else [
+        [ex] for ex in usable]
+    if limit is not None and limit < len(units):
+        units = units[:limit] if seed is None else random.Random(seed).sample(units, limit)
+    return sorted((ex for unit in units for ex in unit), key=lambda ex: ex.index)
+
+
+CONTEXTS = ("own", "gold", "none")  # a follow-up asked after the pipeline's earlier SQL, the gold SQL, or alone
+
+
+def _interactions(examples: Iterable[Example]) -> dict[object, list[Example]]:
+    """Examples grouped by interaction (a question without one is its own), each group in turn order."""
+    groups: dict[object, list[Example]] = {}
+    for ex in examples:
+        groups.setdefault(ex.interaction if ex.interaction is not None else ("single", ex.index), []).append(ex)
+    return {key: sorted(group, key=lambda ex: ex.turn) for key, group in groups.items()}
 
 
 def evaluate(examples: Iterable[Example], engine: Engine, *, options: PipelineOptions, out: Path | None,
              progress: Any = None, jobs: int = 1,
-             examples_for: Callable[[Example], ExampleSource] | None = None) -> Summary:
+             examples_for: Callable[[Example], ExampleSource] | None = None, context: str = "own") -> Summary:
     """Ask every question, `jobs` at a time (each on its own thread, all sharing the engine, which
     batches their model calls); skip those whose receipt `out` already holds. Receipts are written as
     questions finish, each with its index, so a run stopped at any point resumes. `examples_for` gives a
-    question its remembered queries (--memory loo)."""
+    question its remembered queries (--memory loo). The turns of an interaction (multi-turn data) run in
+    order on one thread, each asked after the earlier turns as `context` says (CONTEXTS); its receipts are
+    written when the interaction ends, so a stopped run resumes from the interactions that did not."""
     examples = list(examples)
     done = load_receipts(out) if out else {}
     _check_resumable(out, done, examples)
     receipts = list(done.values())
-    todo = [ex for ex in examples if ex.index not in done]
+    units = [unit for unit in _interactions(examples).values() if any(ex.index not in done for ex in unit)]
+    todo = [ex for unit in units for ex in unit]
     if progress is not None and len(todo) < len(examples):
         progress.update(len(examples) - len(todo))
     handle = _append(out) if out else None
@@ -137,18 +165,18 @@ def evaluate(examples: Iterable[Example], engine: Engine, *, options: PipelineOp
     tokens = {ex.index: CancelToken() for ex in todo}
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="routesh-eval")
     try:
-        futures = [pool.submit(_ask_in_turn, ex, databases, engine, options, tokens[ex.index],
-                               examples_for(ex) if examples_for else None) for ex in todo]
+        futures = [pool.submit(_ask_interaction, unit, done, databases, engine, options, tokens, examples_for, context)
+                   for unit in units]
         for future in as_completed(futures):
-            receipt = future.result()
-            receipts.append(receipt)
-            if handle:
-                handle.write(json.dumps(asdict(receipt), ensure_ascii=False, default=str) + "\n")
-                handle.flush()
-            if progress is not None:
-                progress.update(1)
-                correct = sum(r.correct for r in receipts)
-                progress.set_postfix_str(f"EX {correct}/{len(receipts)}")
+            for receipt in future.result():
+                receipts.append(receipt)
+                if handle:
+                    handle.write(json.dumps(asdict(receipt), ensure_ascii=False, default=str) + "\n")
+                    handle.flush()
+                if progress is not None:
+                    progress.update(1)
+                    correct = sum(r.correct for r in receipts)
+                    progress.set_postfix_str(f"EX {correct}/{len(receipts)}")
     except BaseException:  # Ctrl-C or a crash: stop the questions in flight, start no more
         for token in tokens.values():
             token.cancel()
@@ -193,22 +221,49 @@ class _Databases:
             self._open.clear()
 
 
-def _ask_in_turn(ex: Example, databases: _Databases, engine: Engine, options: PipelineOptions,
-                 cancel: CancelToken, examples: ExampleSource | None) -> Receipt:
-    cancel.check()  # cancelled before its turn came
-    db, schema, value_index = databases.get(ex)
-    return ask_one(ex, db, schema, engine, options, cancel=cancel, value_index=value_index, examples=examples)
+def _ask_interaction(unit: list[Example], done: dict[int, Receipt], databases: _Databases, engine: Engine,
+                     options: PipelineOptions, tokens: dict[int, CancelToken],
+                     examples_for: Callable[[Example], ExampleSource] | None, context: str) -> list[Receipt]:
+    """The turns of one interaction (a single question: one turn), in order; the receipts of those not done."""
+    new: list[Receipt] = []
+    turns: list[Turn] = []  # what the next turn is asked after, with --context own
+    for ex in unit:
+        receipt = done.get(ex.index)
+        if receipt is None:
+            tokens[ex.index].check()  # cancelled before its turn came
+            db, schema, value_index = databases.get(ex)
+            asked_after = (tuple(turns) if context == "own" else _gold_turns(ex, db) if context == "gold" else ())
+            receipt = ask_one(ex, db, schema, engine, options, cancel=tokens[ex.index], value_index=value_index,
+                              examples=examples_for(ex) if examples_for else None, context=asked_after,
+                              context_kind=context if ex.interaction is not None else None)
+            new.append(receipt)
+        if receipt.predicted_sql is not None:
+            turns.append(Turn(receipt.question, receipt.predicted_sql, tuple(receipt.columns or ())))
+    return new
+
+
+def _gold_turns(ex: Example, db: Database) -> tuple[Turn, ...]:
+    """The earlier turns as the data set has them, each with its gold SQL's result columns."""
+    out = []
+    for question, sql in ex.earlier:
+        try:
+            columns = tuple(db.execute(sql, options=ExecOptions(row_limit=1, timeout=_COMPARE.timeout)).columns)
+        except RoutesError:
+            columns = ()
+        out.append(Turn(question, sql, columns))
+    return tuple(out)
 
 
 def ask_one(ex: Example, db: Database, schema: Schema, engine: Engine, options: PipelineOptions, *,
             cancel: CancelToken | None = None, value_index: ValueIndex | None = None,
-            examples: ExampleSource | None = None) -> Receipt:
+            examples: ExampleSource | None = None, context: Sequence[Turn] = (),
+            context_kind: str | None = None) -> Receipt:
     started = time.perf_counter()
     events: list[Any] = []  # what was done before a crash, for its receipt
     try:
         answer = Pipeline(engine, db, schema, options=options, value_index=value_index, examples=examples).ask(
             ex.question or "", ex.hint, cancel=cancel,
-            on_event=lambda e: events.append(e) if isinstance(e, StageEvent) else None)
+            on_event=lambda e: events.append(e) if isinstance(e, StageEvent) else None, context=context)
     except RecursionError:
         # sqlglot recurses past Python's limit on some degenerate model output (e.g. FLOOR( repeated a few
         # hundred times). That is a bug outside this module; record the question as wrong and go on.
@@ -224,6 +279,8 @@ def ask_one(ex: Example, db: Database, schema: Schema, engine: Engine, options: 
         stages=options.stages.label(), events=[e.as_dict() for e in answer.events], error=error,
         category=ex.category, correct_subset=subset, matched_alternative=matched, alternatives=len(ex.alternatives),
         agreement=[answer.agreement.votes, answer.agreement.candidates] if answer.agreement else None,
+        interaction=ex.interaction, turn=ex.turn if ex.interaction is not None else None,
+        columns=list(answer.result.columns) if answer.result is not None else None, context=context_kind,
     )
 
 
@@ -233,7 +290,8 @@ def _crashed(ex: Example, options: PipelineOptions, events: list[Any], seconds: 
         hardness=_level(ex.alternatives[0], ex.dialect), predicted_sql=None, correct=False, abstained=False,
         reason=f"crashed: {why}", seconds=round(seconds, 3), tokens=0, stages=options.stages.label(),
         events=[e.as_dict() for e in events], error=f"crashed: {why}", category=ex.category, correct_subset=False,
-        alternatives=len(ex.alternatives),
+        alternatives=len(ex.alternatives), interaction=ex.interaction,
+        turn=ex.turn if ex.interaction is not None else None,
     )
 
 
@@ -284,7 +342,17 @@ def summarize(receipts: Sequence[Receipt]) -> Summary:
             bucket = by_category.setdefault(r.category or "(none)", [0, 0])
             bucket[0] += r.correct
             bucket[1] += 1
+    by_turn: dict[int, list[int]] = {}
+    every_turn_right: dict[int, bool] = {}
+    for r in receipts:
+        if r.interaction is not None and r.turn is not None:
+            bucket = by_turn.setdefault(r.turn, [0, 0])
+            bucket[0] += r.correct
+            bucket[1] += 1
+            every_turn_right[r.interaction] = every_turn_right.get(r.interaction, True) and r.correct
     return Summary(
+        by_turn={k: (v[0], v[1]) for k, v in by_turn.items()},
+        interactions=(sum(every_turn_right.values()), len(every_turn_right)),
         total=len(receipts), correct=sum(r.correct for r in receipts), abstained=sum(r.abstained for r in receipts),
         by_hardness={k: (v[0], v[1]) for k, v in by_hardness.items()},
         by_category={k: (v[0], v[1]) for k, v in by_category.items()},
