@@ -42,6 +42,8 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cw-per-question", type=int, default=2)
     p.add_argument("--memory-fraction", type=float, default=SynthOptions.memory_fraction,
                    help="the share of questions that also get a TS item with remembered queries (default 1/3)")
+    p.add_argument("--follow-up-fraction", type=float, default=SynthOptions.follow_up_fraction,
+                   help="the share of questions that also get a TS item asked as a follow-up (default 1/4)")
     p.add_argument("--corruptions-per-question", type=int, default=1)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -117,14 +119,15 @@ def _data(args: argparse.Namespace) -> int:
     schemas = tuple(s.strip() for s in args.ts_schemas.split(",") if s.strip())
     if not schemas or set(schemas) - {"full", "reduced"}:
         raise ValueError("--ts-schemas takes full, reduced or full,reduced")
-    if not 0 <= args.memory_fraction <= 1:
-        raise ValueError("--memory-fraction must be between 0 and 1")
+    for name in ("memory_fraction", "follow_up_fraction"):
+        if not 0 <= getattr(args, name) <= 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be between 0 and 1")
     if args.negatives_from is not None and not args.negatives_from.is_file():
         raise FileNotFoundError(f"--negatives-from {args.negatives_from}: no such file")
     options = SynthOptions(seed=args.seed, limit=args.limit, ts_schemas=schemas,
                            cw_per_question=args.cw_per_question,
                            corruptions_per_question=args.corruptions_per_question,
-                           memory_fraction=args.memory_fraction)
+                           memory_fraction=args.memory_fraction, follow_up_fraction=args.follow_up_fraction)
     card = build_dataset(args.out, options, receipts=args.negatives_from, generator_spec=args.generate_negatives,
                          negatives_limit=args.negatives_limit, judge_spec=args.judge, progress=not args.quiet)
     summary = {k: card[k] for k in ("examples", "counts", "dropped", "missing_databases")}

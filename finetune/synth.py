@@ -53,6 +53,7 @@ from routesh.pipeline import schema_texts
 from routesh.pipeline.options import SCHEMA_SAMPLES, SQL_STOP, PipelineOptions
 from routesh.pipeline.stages import Stage
 from routesh.pipeline.trial import Trial
+from routesh.prompts import Turn
 from routesh.retrieval import ExampleSource
 from routesh.sql import extract as sql_extract
 from routesh.sql import truncate as sql_truncate
@@ -64,6 +65,7 @@ from routesh.sql.usage import Usage, tables_and_columns
 
 from finetune import corrupt
 from finetune.filter import DROP_REASONS, execute, gold_drop_reason, same_result
+from finetune.followups import earlier_turns
 
 TASKS = (Stage.TS, Stage.SL, Stage.NC, Stage.CW)  # the four task files, in this order
 DIALECT = "sqlite"
@@ -82,6 +84,9 @@ class SynthOptions:
     # questions that also get a TS item (kind reduced_memory) showing remembered queries, as the pipeline shows
     # them: the other questions of the database, leave one out, the pipeline's K most similar by BM25
     memory_fraction: float = 1 / 3
+    # questions that also get a TS item (kind reduced_follow_up) asked after another question of the database
+    # whose SQL theirs extends, with its gold SQL and columns, as the pipeline asks a follow-up (followups.py)
+    follow_up_fraction: float = 1 / 4
     pipeline: PipelineOptions = field(default_factory=PipelineOptions)
 
     def card(self) -> dict[str, Any]:
@@ -139,9 +144,11 @@ class Synthesizer:
 
     def __init__(self, options: SynthOptions, *, model_candidates: Mapping[int, Sequence[str]] | None = None,
                  generator: Engine | None = None, generate_for: set[int] | None = None,
-                 judge: Engine | None = None, examples_for: Callable[[Example], ExampleSource] | None = None):
+                 judge: Engine | None = None, examples_for: Callable[[Example], ExampleSource] | None = None,
+                 earlier_for: Callable[[Example], Example | None] | None = None):
         self.options = options
         self.examples_for = examples_for
+        self.earlier_for = earlier_for
         self.model_candidates = model_candidates or {}
         self.generator = generator
         self.generate_for = generate_for or set()
@@ -208,6 +215,14 @@ class Synthesizer:
             if shown:
                 self._add(out, record(Stage.TS, prompts.ts_prompt(reduced_text, DIALECT, question, ex.hint, shown),
                                       prompts.sql_reply(gold), ex, "reduced_memory"))
+        if self.earlier_for is not None and self.rng(ex, "follow-up").random() < opts.follow_up_fraction:
+            before = self.earlier_for(ex)
+            turn = self._turn(db, before) if before is not None else None
+            if turn is not None:  # the reduced schema keeps what the earlier SQL used, as step 2 does
+                before_keep = usage_keep(schema, tables_and_columns(turn.sql, DIALECT, schema))
+                text = self._reduced_text(schema, question, gold_keep, before_keep)
+                self._add(out, record(Stage.TS, prompts.ts_prompt(text, DIALECT, question, ex.hint, context=(turn,)),
+                                      prompts.sql_reply(gold), ex, "reduced_follow_up"))
         # SL
         if usage.unresolved or usage.unknown_tables:
             self.notes["sl_skipped_unresolved_columns"] += 1
@@ -234,6 +249,12 @@ class Synthesizer:
             self._add(out, record(Stage.CW, prompts.cw_prompt(reduced_text, DIALECT, question, prefix, ex.hint),
                                   prompts.sql_reply(gold), ex, kind))
         return out
+
+    def _turn(self, db: SqliteDatabase, before: Example) -> Turn | None:
+        """The earlier question as a turn of the conversation: its gold SQL, and its result's columns."""
+        sql = tidy_sql(before.gold_sql)
+        run = execute(db, sql, timeout=self.options.pipeline.timeout)
+        return Turn(before.question or "", sql, tuple(run.result.columns)) if run.ran and run.result else None
 
     def _precheck(self, ex: Example) -> str | None:
         if ex.question is None:
@@ -422,7 +443,8 @@ def build_dataset(out_dir: Path, options: SynthOptions, *, examples: Sequence[Ex
         judge = generator if judge_spec == generator_spec and generator else load_engine(judge_spec, progress=progress)
 
     synth = Synthesizer(options, model_candidates=model_candidates, generator=generator,
-                        generate_for=generate_for, judge=judge, examples_for=leave_one_out(everything, "bm25"))
+                        generate_for=generate_for, judge=judge, examples_for=leave_one_out(everything, "bm25"),
+                        earlier_for=earlier_turns(everything))
     handles = {task: (out_dir / f"{task}.jsonl").open("w", encoding="utf-8") for task in TASKS}
     try:
         bar = tqdm(chosen, desc="spider-train", unit="q", disable=not progress, dynamic_ncols=True)

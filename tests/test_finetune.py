@@ -82,7 +82,8 @@ def test_every_task_has_well_formed_examples(dataset):
             ex = spider_train()[rec["source_index"]]
             assert ex.db_id == rec["db_id"] and ex.question is not None
             assert rec["messages"][0]["content"].startswith("You are an expert in SQLite SQL.")
-            assert f"Question: {ex.question.strip()}" in rec["messages"][1]["content"]
+            asked = rec["messages"][1]["content"]
+            assert any(f"{label}: {ex.question.strip()}" in asked for label in ("Question", "Follow-up question"))
             gold = tidy_sql(ex.gold_sql)
             target = rec["messages"][2]["content"]
             if task in ("ts", "cw"):
@@ -99,7 +100,8 @@ def test_every_task_has_well_formed_examples(dataset):
     assert card["examples"]["considered"] == len(INDICES) and card["examples"]["pairs_kept"] == len(INDICES)
     by_kind = dict(card["counts_by_kind"]["ts"])
     assert {k: by_kind.pop(k) for k in ("full", "reduced")} == {"full": len(INDICES), "reduced": len(INDICES)}
-    assert set(by_kind) <= {"reduced_memory"}  # a third of the questions that have neighbours in their database
+    # a third of the questions that have neighbours in their database; a quarter whose SQL extends another's
+    assert set(by_kind) <= {"reduced_memory", "reduced_follow_up"}
     assert card["counts_by_kind"]["nc"]["gold"] == len(INDICES)
     assert sum(n for k, n in card["counts_by_kind"]["nc"].items() if k in corrupt.KINDS) == len(INDICES)
     assert card["prompts"]["routesh.prompts sha256"] and card["sources"]["train_spider.json"]["sha256"]
@@ -489,3 +491,28 @@ def test_remembered_queries_in_training_are_what_the_pipeline_shows(tmp_path):
     Pipeline(engine, db, schema, examples=leave_one_out(pool, "bm25")(ex)).ask(ex.question)
     generation = [request.as_dicts() for task, request in engine.calls if task == "ts"][1]
     assert prompt_of(rec) == generation and "Questions answered before on this database" in generation[1]["content"]
+
+
+def test_follow_up_items_in_training_are_what_the_pipeline_asks_after_a_conversation(tmp_path):
+    from finetune.followups import earlier_turns
+    from routesh.prompts import Turn
+
+    pool = [ex for ex in spider_train()[:40] if ex.db_id == spider_train()[0].db_id]  # one database's questions
+    out = tmp_path / "follow-ups"
+    build_dataset(out, SynthOptions(seed=0, follow_up_fraction=1.0), examples=pool, progress=False)
+    followed = [r for r in records(out, "ts") if r["kind"] == "reduced_follow_up"]
+    assert followed and len(followed) <= len(pool)
+    rec = followed[0]
+    ex = spider_train()[rec["source_index"]]
+    before = earlier_turns(pool)(ex)
+    assert before is not None and before.index != ex.index
+    db, schema = open_db(ex.db_id)
+    gold, earlier_sql = tidy_sql(ex.gold_sql), tidy_sql(before.gold_sql)
+    columns = tuple(db.execute(earlier_sql).columns)
+    usage = tables_and_columns(gold, "sqlite", schema)
+    engine = Recorder(sl=prompts.sl_reply(usage.as_linking()), ts=prompts.sql_reply(gold), nc=prompts.NC_CORRECT,
+                      cw=prompts.sql_reply(gold))
+    Pipeline(engine, db, schema).ask(ex.question, context=[Turn(before.question, earlier_sql, columns)])
+    generation = [request.as_dicts() for task, request in engine.calls if task == "ts"][1]
+    assert prompt_of(rec) == generation and "Follow-up question: " in generation[1]["content"]
+    assert f"SQL: {' '.join(earlier_sql.split())}" in generation[1]["content"]
