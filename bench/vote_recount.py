@@ -22,13 +22,13 @@ from pathlib import Path
 
 from routesh.evaluate.datasets import load_data, open_database
 from routesh.evaluate.runner import judge
-from routesh.pipeline.stages import Agreement
+from routesh.pipeline.stages import Agreement, Stage
 from routesh.pipeline.vote import GREEDY, PSEUDO, rank
 
 
 def ballot(receipt: dict) -> list[dict] | None:
-    return next((e["artifact"] for e in receipt["events"] if e["stage"] == "vote" and isinstance(e["artifact"], list)),
-                None)
+    return next((e["artifact"] for e in receipt["events"]
+                 if e["stage"] == Stage.VOTE and isinstance(e["artifact"], list)), None)
 
 
 def winner(candidates: list[dict], *, rows_first: bool = True) -> dict | None:
