@@ -549,10 +549,14 @@ def test_a_follow_up_is_asked_after_the_sql_that_ran_and_new_ends_the_conversati
     sh.child.expect(stage_line("context"), timeout=MODEL_WAIT)
     sh.child.expect(stage_line("linking"), timeout=MODEL_WAIT)  # the context comes first
     assert f"a follow-up to 1 earlier question: {QUESTION}" in plain(sh.transcript.getvalue()[asked:])
+    turns = 1
     if answered(sh):
-        sh.child.send("\x03")
-        sh.expect(r"Dropped\.")  # dropped: no second turn
-    sh.do("\\new", r"New topic: the conversation of 1 question is set aside")
+        sh.child.send("\r")
+        shown = sh.expect(r"\(\d+ rows?\)|ERROR: [^\r\n]+")
+        if "ERROR:" not in shown:  # it ran: a second turn, and not remembered (it means nothing alone)
+            turns = 2
+            assert "Remembered" not in shown and "concert_singer.sqlite (2)> " in plain(sh.child.after or "")
+    sh.do("\\new", rf"New topic: the conversation of {turns} questions? is set aside")
     assert "concert_singer.sqlite> " in plain(sh.child.after or "")
     sh.quit()
 

@@ -125,8 +125,9 @@ def _handle(session: ShellSession, text: str, *, confirming: bool = False, answe
         # generated SQL the user accepted (or edited) stays SQL, even if its tables are misspelt now
         if kind.kind == "sql" or (confirming and starts_like_sql(text)):
             result = run_sql(session, text)
-            if result is not None and answering:  # what the user ran for the question: remembered, and a turn
-                remember(session, answering, text)
+            if result is not None and answering:  # what the user ran for the question: a turn, and remembered
+                if not session.conversation.turns:  # unless a follow-up: "only those in Lyon" means nothing alone
+                    remember(session, answering, text)
                 session.conversation.add(answering, text, result.columns)
         else:
             if kind.note:
