@@ -306,6 +306,7 @@ def test_a_copy_export_stops_at_a_cancel_after_a_whole_row_and_its_timeout_bound
     database = PostgresDatabase.connect(pg_server.admin_dsn)
     endless = ENDLESS  # generate_series would compute every row before the first is sent
     try:
+        backend = database.execute("SELECT pg_backend_pid()").rows
         cancelling = _Lines(then=lambda sink: database.cancel())
         with pytest.raises(QueryCancelled):
             database.execute(endless, options=ExecOptions(row_limit=0, timeout=0), sink=cancelling)
@@ -328,6 +329,7 @@ def test_a_copy_export_stops_at_a_cancel_after_a_whole_row_and_its_timeout_bound
             database.execute("SELECT 1 / (n - 3) FROM generate_series(1, 5) n", options=ExecOptions(row_limit=0),
                              sink=_Lines())
         assert database.execute("SELECT 42 AS answer").rows == [(42,)]
+        assert database.execute("SELECT pg_backend_pid()").rows == backend  # the same connection all along
     finally:
         database.close()
 

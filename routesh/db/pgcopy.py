@@ -15,6 +15,7 @@ import io
 import select
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 import psycopg
@@ -26,8 +27,6 @@ from routesh.errors import QueryTimeout
 
 CHUNK_BYTES = 1 << 20  # rows are handed to the sink in pieces about this big
 _POLL_S = 0.2  # how often a wait for the server looks at the cancel flag and the stall clock
-
-
 COPY_PREFIX = "COPY ("  # what stands before the query in the statement (error positions are shifted by it)
 
 
@@ -142,18 +141,16 @@ class _Reader:
         on the server and read what is left, so that the connection can roll back; if that fails or takes too
         long, the caller's rollback finds the connection mid-COPY and closes it."""
         give_up = time.monotonic() + 10
-        try:
-            self.conn.cancel_safe(timeout=5)
-            while time.monotonic() < give_up:
-                n, _ = self.pg.get_copy_data(1)
-                if n < 0:
-                    break
+        if not self.stalled:  # a stalled COPY was cancelled already
+            with suppress(psycopg.Error):
+                self.conn.cancel_safe(timeout=5)
+        with suppress(psycopg.Error):  # the rows still coming, if the COPY still runs (else: an error at once)
+            while time.monotonic() < give_up and (n := self.pg.get_copy_data(1)[0]) >= 0:
                 if n == 0:
                     self.wait()
+        with suppress(psycopg.Error):  # its results, to the end
             while time.monotonic() < give_up:
                 if self.pg.is_busy():
                     self.wait()
                 elif self.pg.get_result() is None:
                     return
-        except psycopg.Error:
-            pass
