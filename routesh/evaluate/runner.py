@@ -158,15 +158,15 @@ def evaluate(examples: Iterable[Example], engine: Engine, *, options: PipelineOp
     receipts = list(done.values())
     units = [unit for unit in _interactions(examples).values() if any(ex.index not in done for ex in unit)]
     todo = [ex for unit in units for ex in unit]
-    if progress is not None and len(todo) < len(examples):
-        progress.update(len(examples) - len(todo))
+    if progress is not None and (already := sum(ex.index in done for ex in examples)):
+        progress.update(already)
     handle = _append(out) if out else None
     databases = _Databases()
     tokens = {ex.index: CancelToken() for ex in todo}
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="routesh-eval")
     try:
-        futures = [pool.submit(_ask_interaction, unit, done, databases, engine, options, tokens, examples_for, context)
-                   for unit in units]
+        futures = [pool.submit(_ask_interaction, unit, done, databases, engine, options, tokens, examples_for,
+                               context) for unit in units]
         for future in as_completed(futures):
             for receipt in future.result():
                 receipts.append(receipt)
