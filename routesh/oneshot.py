@@ -35,6 +35,9 @@ def run_text(db: Database, text: str, *, run: bool, settings: Settings, context:
     schema = db.introspect(samples=SCHEMA_SAMPLES)
     if classify(text, schema, db.dialect).kind == "sql":
         return run_one(db, text, run=run, settings=settings)
+    if context:
+        _notice(f"asked as a follow-up to {len(context)} earlier question{'s' if len(context) != 1 else ''} "
+                f"(--context; the pipeline uses the last {PipelineOptions.context_turns})")
     answer = _ask(db, schema, text, settings, context)
     if answer.abstained:
         raise Abstained(f"no SQL: {answer.reason}")

@@ -190,3 +190,15 @@ def test_routesh_eval_runs_sparc_interactions_with_the_real_test_model(tmp_path,
         if earlier.predicted_sql:
             assert context and earlier.question in context[0]["summary"]
     assert "interactions with every turn right:" in run.stdout and "turn 2:" in run.stdout
+
+
+@pytest.mark.model
+def test_e_asks_after_the_context_file_with_the_real_test_model(tmp_path, model_cache):
+    turns = tmp_path / "turns.jsonl"
+    turns.write_text(json.dumps({"question": EARLIER.question, "sql": EARLIER.sql, "columns": list(EARLIER.columns)})
+                     + "\n")
+    run = routesh(str(DB), "-e", FOLLOW_UP, "--context", str(turns), "--model", "smollm2-135m",
+                  env={"ROUTESH_CACHE_DIR": str(model_cache)}, timeout=300)
+    assert run.code in (0, 4), run.err  # SQL on stdout, or the small model abstained (exit 4)
+    assert "routesh: asked as a follow-up to 1 earlier question (--context; the pipeline uses the last 3)" in run.err
+    assert "Traceback" not in run.err
