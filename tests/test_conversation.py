@@ -12,8 +12,8 @@ from routesh import prompts
 from routesh.conversation import Conversation, is_follow_up, read_turns
 from routesh.db.sqlite import SqliteDatabase
 from routesh.errors import UsageError
-from routesh.evaluate.datasets import load_file
-from routesh.evaluate.runner import CONTEXTS, evaluate, load_receipts, sample
+from routesh.evaluate.datasets import CONTEXTS, load_file
+from routesh.evaluate.runner import evaluate, load_receipts, sample
 from routesh.pipeline.options import PipelineOptions
 from routesh.pipeline.pipeline import Pipeline
 from routesh.pipeline.stages import Stage, StageConfig
@@ -173,6 +173,7 @@ def test_routesh_eval_asks_each_follow_up_after_the_earlier_turns_and_scores_int
     assert "SQL: SELECT count(*) AS n FROM singer\nColumns: n" in own  # the pipeline's own SQL and its columns
     assert "SQL: SELECT count(*) FROM singer\nColumns: count(*)" in gold  # the data set's
     assert "conversation so far" not in alone and not any("conversation so far" in a for a in asked["own"][::2])
+    assert asked["cues"] == asked["own"]  # "and how many of them ...?" leans on the turn before, as the shell sees it
 
 
 @pytest.mark.model

@@ -33,7 +33,7 @@ from routesh.db.dsn import redact
 from routesh.engine import BACKENDS
 from routesh.errors import RoutesError, UsageError
 from routesh.logs import keep_libraries_quiet
-from routesh.evaluate.datasets import DATA_SETS, DEFOG_SETS, Example, load_data
+from routesh.evaluate.datasets import CONTEXTS, DATA_SETS, DEFOG_SETS, Example, load_data
 from routesh.evaluate.gold import check_gold
 from routesh.evaluate.loo import leave_one_out
 from routesh.pipeline.options import PipelineOptions
@@ -72,10 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"with --memory: examples shown per question (default {PipelineOptions.examples})")
     parser.add_argument("--memory-method", choices=METHODS, default="bm25",
                         help="with --memory: how the similar questions are found (default bm25)")
-    parser.add_argument("--context", choices=("own", "gold", "none"), default="own",
+    parser.add_argument("--context", choices=CONTEXTS, default="own",
                         help="multi-turn data (sparc-dev, or FILE records with interaction_id and turn): each "
-                             "follow-up is asked after the pipeline's own earlier SQL, as a user meets it (own), after "
-                             "the gold earlier SQL (gold), or alone (none); default own")
+                             "follow-up is asked after the pipeline's own earlier SQL, as a user meets it (own); the "
+                             "same only when its words lean on them, as the shell decides (cues); after the gold "
+                             "earlier SQL (gold); or alone (none); default own")
     parser.add_argument("--limit", type=int, help="at most N answerable questions (multi-turn data: N interactions)")
     parser.add_argument("--sample-seed", type=int, help="with --limit: a random sample with this seed (else the first N)")
     parser.add_argument("--out", type=Path, help="JSONL receipts; an existing file is resumed")
@@ -221,8 +222,8 @@ def _check_gold(args: argparse.Namespace, admin_dsn: str | None) -> int:
     return 2 if report.refusals else 0
 
 
-_CONTEXT_SAID = {"own": "after the pipeline's own earlier SQL", "gold": "after the gold earlier SQL",
-                 "none": "alone"}
+_CONTEXT_SAID = {"own": "after the pipeline's own earlier SQL", "cues": "after the pipeline's own earlier SQL when "
+                 "their words lean on it", "gold": "after the gold earlier SQL", "none": "alone"}
 
 
 def _label(data: str) -> str:

@@ -23,6 +23,9 @@ DEFOG_TUNE = "postgres-defog-instruct"  # other questions on the same databases:
 DEFOG_SETS = (DEFOG, DEFOG_TUNE)
 SPARC = "sparc-dev"  # SParC's follow-up questions: the tuning subset of its dev set, over Spider's databases
 DATA_SETS = (*SPIDER_SPLITS, *DEFOG_SETS, SPARC)
+# how multi-turn data is asked: each follow-up after the pipeline's own earlier SQL; the same only when its words
+# lean on them, as the shell decides (a line of its own starts a new topic); after the gold SQL; or alone
+CONTEXTS = ("own", "cues", "gold", "none")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from routesh.evaluate.datasets import Example, database_key, open_database
 from routesh.pipeline.options import SCHEMA_SAMPLES, PipelineOptions
 from routesh.pipeline.pipeline import Pipeline
 from routesh.pipeline.stages import REVISING, Agreement, Stage, StageEvent
+from routesh.conversation import Conversation
 from routesh.prompts import Turn
 from routesh.retrieval import ExampleSource
 from routesh.sql.hardness import hardness
@@ -63,7 +64,7 @@ class Receipt:
     alternatives: int = 1  # how many gold alternatives the example has
     agreement: list[int] | None = None  # with `vote`: [candidates returning the answer's result, candidates]
     # multi-turn data: the interaction and turn, the predicted SQL's result columns (the next turn's context),
-    # and what the turn was asked after (CONTEXTS)
+    # and what the turn was asked after (datasets.CONTEXTS)
     interaction: int | None = None
     turn: int | None = None
     columns: list[str] | None = None
@@ -132,9 +133,6 @@ def sample(examples: Sequence[Example], *, limit: int | None, seed: int | None) 
     return sorted((ex for unit in units for ex in unit), key=lambda ex: ex.index)
 
 
-CONTEXTS = ("own", "gold", "none")  # a follow-up asked after the pipeline's earlier SQL, the gold SQL, or alone
-
-
 def _interactions(examples: Iterable[Example]) -> dict[object, list[Example]]:
     """Examples grouped by interaction (a question without one is its own), each group in turn order."""
     groups: dict[object, list[Example]] = {}
@@ -150,7 +148,7 @@ def evaluate(examples: Iterable[Example], engine: Engine, *, options: PipelineOp
     batches their model calls); skip those whose receipt `out` already holds. Receipts are written as
     questions finish, each with its index, so a run stopped at any point resumes. `examples_for` gives a
     question its remembered queries (--memory loo). The turns of an interaction (multi-turn data) run in
-    order on one thread, each asked after the earlier turns as `context` says (CONTEXTS); its receipts are
+    order on one thread, each asked after the earlier turns as `context` says (datasets.CONTEXTS); its receipts are
     written when the interaction ends, so a stopped run resumes from the interactions that did not."""
     examples = list(examples)
     done = load_receipts(out) if out else {}
@@ -226,20 +224,31 @@ def _ask_interaction(unit: list[Example], done: dict[int, Receipt], databases: _
                      examples_for: Callable[[Example], ExampleSource] | None, context: str) -> list[Receipt]:
     """The turns of one interaction (a single question: one turn), in order; the receipts of those not done."""
     new: list[Receipt] = []
-    turns: list[Turn] = []  # what the next turn is asked after, with --context own
+    conversation = Conversation()  # the pipeline's own turns so far: what the next turn is asked after
     for ex in unit:
         receipt = done.get(ex.index)
         if receipt is None:
             tokens[ex.index].check()  # cancelled before its turn came
             db, schema, value_index = databases.get(ex)
-            asked_after = (tuple(turns) if context == "own" else _gold_turns(ex, db) if context == "gold" else ())
+            asked_after = _asked_after(context, conversation, ex, db)
             receipt = ask_one(ex, db, schema, engine, options, cancel=tokens[ex.index], value_index=value_index,
                               examples=examples_for(ex) if examples_for else None, context=asked_after,
                               context_kind=context if ex.interaction is not None else None)
             new.append(receipt)
+        elif context == "cues":
+            conversation.ask_with(ex.question or "")  # a resumed run: the topic as it was decided then
         if receipt.predicted_sql is not None:
-            turns.append(Turn(receipt.question, receipt.predicted_sql, tuple(receipt.columns or ())))
+            conversation.add(receipt.question, receipt.predicted_sql, receipt.columns or ())
     return new
+
+
+def _asked_after(context: str, conversation: Conversation, ex: Example, db: Database) -> tuple[Turn, ...]:
+    """The turns `ex` is asked after, as `context` (datasets.CONTEXTS) says."""
+    if context == "own":
+        return tuple(conversation.turns)
+    if context == "cues":
+        return conversation.ask_with(ex.question or "")
+    return _gold_turns(ex, db) if context == "gold" else ()
 
 
 def _gold_turns(ex: Example, db: Database) -> tuple[Turn, ...]:
