@@ -31,7 +31,7 @@ from routesh.engine.base import Engine
 from routesh.db.values import ValueIndex
 from routesh.pipeline import schema_texts, steps, values, vote
 from routesh.pipeline.options import PipelineOptions
-from routesh.pipeline.run import QuestionRun
+from routesh.pipeline.run import QuestionRun, one_line
 from routesh.pipeline.stages import Answer, EventSink, Stage
 from routesh.prompts import Turn
 from routesh.retrieval import ExampleSource
@@ -66,7 +66,7 @@ class Pipeline:
             n = len(run.context)
             run.emit(Stage.CONTEXT, f"a follow-up to {n} earlier question{'s' if n != 1 else ''}: "
                      + "; ".join(t.question for t in run.context),
-                     artifact="\n".join(f"{t.question} → {' '.join(t.sql.split())}" for t in run.context),
+                     artifact="\n".join(f"{t.question} → {one_line(t.sql)}" for t in run.context),
                      accepted=True)
 
         # 0: remembered queries like this question, shown where SQL is written
@@ -74,7 +74,7 @@ class Pipeline:
             run.examples = tuple(self.examples.similar(question, opts.examples))
             if run.examples:
                 n, questions = len(run.examples), "; ".join(e.question for e in run.examples)
-                shown = "\n".join(f"{e.question} → {' '.join(e.sql.split())}" for e in run.examples)
+                shown = "\n".join(f"{e.question} → {one_line(e.sql)}" for e in run.examples)
                 run.emit(Stage.MEMORY, f"{n} remembered quer{'y' if n == 1 else 'ies'} as examples: {questions}",
                          artifact=shown, accepted=True)
 
