@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from finetune.pack import collate_packs, pack_examples, packing_stats
 from finetune.synth import TASKS
 
 STATE_FILE = "finetune_state.json"
@@ -55,6 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grad-accum", type=int, default=8, help="micro-batches per optimizer step (default 8)")
     p.add_argument("--max-length", type=int, default=4096,
                    help="longer examples are left out (counted), never cut: a cut prompt is not what the model sees")
+    p.add_argument("--pack-tokens", type=int, default=0, metavar="N",
+                   help="shared-schema packing: examples that begin alike (one database's schema) share one sequence "
+                        "of at most N tokens that holds their common beginning once; --batch-size then counts packs "
+                        "(default 0: no packing)")
     p.add_argument("--full", action="store_true", help="train every weight instead of a LoRA adapter")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUT/checkpoints")
     p.add_argument("--tasks", default=",".join(TASKS), help="which task files to train on (default all four)")
@@ -282,6 +287,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--tasks takes some of {', '.join(TASKS)}")
     if args.batch_size < 1 or args.grad_accum < 1:
         raise ValueError("--batch-size and --grad-accum must be at least 1")
+    if args.pack_tokens < 0:
+        raise ValueError("--pack-tokens must be 0 (no packing) or a number of tokens")
     if args.resume and not _latest_checkpoint(args.out):
         raise FileNotFoundError(f"--resume: no checkpoint in {args.out / 'checkpoints'}")
 
@@ -313,12 +320,17 @@ def run(args: argparse.Namespace) -> int:
     examples, data_stats = load_examples(args.data, tasks, tokenizer, args.max_length, progress=progress)
     if not examples:
         raise ValueError(f"no training examples in {args.data} (tasks {', '.join(tasks)}, max length {args.max_length})")
-    sampler = LengthGroupedBatches([len(e) for e in examples], args.batch_size, args.seed)
-    loader = torch.utils.data.DataLoader(examples, batch_sampler=sampler, collate_fn=collate(tokenizer.pad_token_id))
-
     # the model: LoRA weights are kept in float32 by peft; the frozen base may be bf16
     load_dtype = torch.bfloat16 if precision == "bf16" and (not args.full or use_deepspeed) else torch.float32
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=load_dtype)
+    if args.pack_tokens > 0:  # a pack's members are kept apart by a 4D mask of the model's attention's kind
+        items: Sequence[Any] = pack_examples(examples, max_tokens=args.pack_tokens)
+        data_stats["packing"] = packing_stats(examples, items)
+        collator = collate_packs(tokenizer.pad_token_id, model.config._attn_implementation)
+    else:
+        items, collator = examples, collate(tokenizer.pad_token_id)
+    sampler = LengthGroupedBatches([len(e) for e in items], args.batch_size, args.seed)
+    loader = torch.utils.data.DataLoader(items, batch_sampler=sampler, collate_fn=collator)
     model.config.use_cache = False
     if not args.no_gradient_checkpointing:
         _checkpoint_activations(model)
