@@ -64,6 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUT/checkpoints")
     p.add_argument("--tasks", default=",".join(TASKS), help="which task files to train on (default all four)")
     p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--lora-layers", type=int, metavar="N",
+                   help="LoRA on the top N transformer layers only (default: all): the backward pass stops below them")
     p.add_argument("--lora-alpha", type=int, default=32)
     p.add_argument("--lora-dropout", type=float, default=0.05)
     p.add_argument("--target-modules", default="all-linear",
@@ -78,6 +80,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto: bf16 where the GPU or CPU supports it, else fp32")
     p.add_argument("--no-gradient-checkpointing", action="store_true")
     p.add_argument("--save-every", type=int, default=200, help="checkpoint every N optimizer steps (0: never)")
+    p.add_argument("--stop-after-steps", type=int, metavar="N",
+                   help="train N optimizer steps of the planned run, checkpoint and stop; --resume continues it to the "
+                        "same result as one uninterrupted run (training in slices, e.g. while the machine is free)")
     p.add_argument("--keep-checkpoints", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--deepspeed", type=Path, metavar="DS_CONFIG",
@@ -287,6 +292,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--tasks takes some of {', '.join(TASKS)}")
     if args.batch_size < 1 or args.grad_accum < 1:
         raise ValueError("--batch-size and --grad-accum must be at least 1")
+    if args.stop_after_steps is not None and args.stop_after_steps < 1:
+        raise ValueError("--stop-after-steps must be at least 1")
     if args.pack_tokens < 0:
         raise ValueError("--pack-tokens must be 0 (no packing) or a number of tokens")
     if args.resume and not _latest_checkpoint(args.out):
@@ -340,10 +347,20 @@ def run(args: argparse.Namespace) -> int:
 
         targets = args.target_modules if args.target_modules == "all-linear" else [
             t.strip() for t in args.target_modules.split(",") if t.strip()]
+        layers = model.config.num_hidden_layers
+        if args.lora_layers is not None and not 1 <= args.lora_layers <= layers:
+            raise ValueError(f"--lora-layers must be between 1 and the model's {layers} layers")
+        upper = args.lora_layers is not None and args.lora_layers < layers
+        if upper and targets == "all-linear":  # peft takes layers_to_transform only with the modules named
+            targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                              if isinstance(module, torch.nn.Linear) and ".layers." in name})
         lora_config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                                 target_modules=targets, task_type="CAUSAL_LM")
+                                 target_modules=targets, task_type="CAUSAL_LM",
+                                 layers_to_transform=list(range(layers - args.lora_layers, layers)) if upper else None)
         model = get_peft_model(model, lora_config)
-        if not args.no_gradient_checkpointing:
+        if not args.no_gradient_checkpointing and not upper:
+            # (non-reentrant checkpointing would not need it; kept as the runs so far were made.) With the upper
+            # layers only, inputs that need no gradient are what lets the backward pass stop below them.
             model.enable_input_require_grads()
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable, n_total = sum(p.numel() for p in trainable), sum(p.numel() for p in model.parameters())
@@ -408,13 +425,23 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(total=total_steps, initial=state["step"], desc="training", unit="step", disable=not progress,
                dynamic_ncols=True)
     run_started = time.time()
+    first_step = state["step"]
     step_loss, step_micro = torch.zeros((), device=accelerator.device), 0
     done = state["step"] >= total_steps
     while not done:
         sampler.set_epoch(state["epoch"])
         skip = state["batch_in_epoch"]
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+        if hasattr(batches, "set_epoch"):
+            # accelerate's loaders hand the sampler their own count of passes as its epoch: a resumed run (a fresh
+            # loader, and the skipping one) would replay earlier epochs' orders
+            batches.set_epoch(state["epoch"])
         for batch in batches:
+            if step_micro == 0:
+                # dropout's randomness from the step's number, not from the run's history: a run resumed from a
+                # checkpoint draws what one uninterrupted run draws (restored RNG states are not enough: making
+                # the data loader's iterator draws from the global generator)
+                set_seed(args.seed + 7919 * state["step"] + accelerator.process_index)
             with accelerator.accumulate(model):
                 out = model(**batch)
                 accelerator.backward(out.loss)
@@ -446,6 +473,14 @@ def run(args: argparse.Namespace) -> int:
                     bar.refresh()
             if args.save_every and state["step"] % args.save_every == 0 and state["step"] < total_steps:
                 _checkpoint(accelerator, args, state, use_deepspeed, time.time() - run_started)
+            if args.stop_after_steps and state["step"] - first_step >= args.stop_after_steps \
+                    and state["step"] < total_steps:
+                if not (args.save_every and state["step"] % args.save_every == 0):
+                    _checkpoint(accelerator, args, state, use_deepspeed, time.time() - run_started)
+                if is_main:
+                    print(f"stopped after step {state['step']} of {total_steps}; continue with --resume",
+                          file=sys.stderr)
+                return 0
             if state["step"] >= total_steps:
                 done = True
                 break

@@ -412,6 +412,57 @@ def test_five_steps_lower_the_loss_and_the_adapter_loads_in_routesh(dataset, tmp
         engine.close()
 
 
+def train_small(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "finetune", "train", "--data", str(data), "--model", "smollm2-135m",
+               "--out", str(out), "--batch-size", "1", "--grad-accum", "1", "--lr", "1e-3", "--precision", "fp32",
+               "--save-every", "0", "--quiet", *extra]
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+def adapter_weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+@pytest.mark.model
+def test_training_stopped_and_resumed_ends_where_one_uninterrupted_run_ends(dataset, tmp_path, model_cache):
+    data = shortest_examples(dataset, tmp_path / "four")  # 4 examples, batch 1: 6 steps cross an epoch's end
+    whole = train_small(data, tmp_path / "whole", "--steps", "6")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    sliced = tmp_path / "sliced"
+    first = train_small(data, sliced, "--steps", "6", "--stop-after-steps", "3")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "stopped after step 3 of 6; continue with --resume" in first.stderr
+    assert (sliced / "checkpoints" / "step-3" / "finetune_state.json").is_file()
+    assert not (sliced / "adapter_model.safetensors").exists()  # no adapter from a run that did not finish
+    rest = train_small(data, sliced, "--steps", "6", "--resume")
+    assert rest.returncode == 0, rest.stderr[-3000:]
+
+    curve = [json.loads((folder / "training_card.json").read_text())["loss_curve"] for folder in (tmp_path / "whole", sliced)]
+    assert [p["step"] for p in curve[1]] == list(range(1, 7))
+    assert [p["loss"] for p in curve[1]] == [p["loss"] for p in curve[0]]  # the same batches, dropout and steps
+    ours, theirs = adapter_weights(sliced), adapter_weights(tmp_path / "whole")
+    assert ours.keys() == theirs.keys()
+    import torch
+
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.model
+def test_lora_on_the_upper_layers_adapts_only_those(dataset, tmp_path, model_cache):
+    data = shortest_examples(dataset, tmp_path / "four")
+    done = train_small(data, tmp_path / "upper", "--steps", "2", "--lora-layers", "3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    layers = {int(name.split(".layers.")[1].split(".")[0]) for name in adapter_weights(tmp_path / "upper")}
+    assert layers == {27, 28, 29}  # smollm2-135m has 30 layers
+    refused = train_small(data, tmp_path / "none", "--steps", "1", "--lora-layers", "31")
+    assert refused.returncode != 0 and "--lora-layers must be between 1 and the model's 30 layers" in refused.stderr
+
+
 @pytest.mark.model
 def test_generated_negatives_come_from_the_model(tmp_path, model_cache):
     small = [spider_train()[i] for i in (0, 23)]
