@@ -18,9 +18,7 @@ from routesh.db import Database
 from routesh.db.cancellable import execute_cancellable, run_cancellable
 from routesh.errors import Abstained, QueryError, UsageError
 from routesh.pipeline.options import SCHEMA_SAMPLES, PipelineOptions
-from routesh.pipeline.pipeline import Pipeline
 from routesh.pipeline.stages import Answer, StageEvent, Starting
-from routesh.memory import QueryMemory, schema_fingerprint
 from routesh.render import STREAMED_FORMATS, footer, render, row_writer, stopped_part_way
 from routesh.settings import Settings
 from routesh.sql import guard
@@ -82,7 +80,10 @@ def _notice(message: str) -> None:
 
 
 def _ask(db: Database, schema, question: str, settings: Settings, context: Sequence[Turn]) -> Answer:  # noqa: ANN001
+    # imported here, not at the top: a statement run with --sql (an export) starts without the pipeline's modules
     from routesh.engine import load_engine
+    from routesh.memory import QueryMemory, schema_fingerprint
+    from routesh.pipeline.pipeline import Pipeline
 
     with contextlib.redirect_stdout(sys.stderr):  # libraries that print while loading must not mix into the SQL
         engine = load_engine(settings.model, backend=settings.backend)

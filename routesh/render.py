@@ -15,8 +15,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-from tabulate import tabulate
-
 from routesh.chart import chart, is_numeric_column
 from routesh.db.base import Result
 from routesh.errors import QueryError
@@ -225,6 +223,8 @@ def row_writer(fmt: str, out: TextIO, *, expanded: bool = False) -> RowWriter:
 
 
 def _table(columns: list[str], rows: Sequence[tuple[Any, ...]]) -> str:
+    from tabulate import tabulate  # only tables need it (and its wcwidth): csv exports start without it
+
     shown = [[_display(v) for v in row] for row in rows]
     # Like psql: numbers right-aligned, everything else left.
     align = ["right" if is_numeric_column(rows, i) else "left" for i in range(len(columns))]
