@@ -359,8 +359,8 @@ def run(args: argparse.Namespace) -> int:
                                  layers_to_transform=list(range(layers - args.lora_layers, layers)) if upper else None)
         model = get_peft_model(model, lora_config)
         if not args.no_gradient_checkpointing and not upper:
-            # (non-reentrant checkpointing would not need it; kept as the runs so far were made.) With the upper
-            # layers only, inputs that need no gradient are what lets the backward pass stop below them.
+            # with the upper layers only it must not be done: inputs that need no gradient let the backward pass
+            # stop below the adapted layers (the non-reentrant checkpointing used here works without it)
             model.enable_input_require_grads()
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable, n_total = sum(p.numel() for p in trainable), sum(p.numel() for p in model.parameters())
@@ -471,16 +471,15 @@ def run(args: argparse.Namespace) -> int:
                     total_steps = schedule.total
                     bar.total = total_steps
                     bar.refresh()
-            if args.save_every and state["step"] % args.save_every == 0 and state["step"] < total_steps:
+            stopping = bool(args.stop_after_steps) and state["step"] - first_step >= args.stop_after_steps
+            due = stopping or (args.save_every and state["step"] % args.save_every == 0)
+            if due and state["step"] < total_steps:
                 _checkpoint(accelerator, args, state, use_deepspeed, time.time() - run_started)
-            if args.stop_after_steps and state["step"] - first_step >= args.stop_after_steps \
-                    and state["step"] < total_steps:
-                if not (args.save_every and state["step"] % args.save_every == 0):
-                    _checkpoint(accelerator, args, state, use_deepspeed, time.time() - run_started)
-                if is_main:
-                    print(f"stopped after step {state['step']} of {total_steps}; continue with --resume",
-                          file=sys.stderr)
-                return 0
+                if stopping:
+                    if is_main:
+                        print(f"stopped after step {state['step']} of {total_steps}; continue with --resume",
+                              file=sys.stderr)
+                    return 0
             if state["step"] >= total_steps:
                 done = True
                 break
