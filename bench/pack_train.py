@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from finetune.synth import TASKS  # noqa: E402
 from machine import machine_line  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-TASKS = ("ts", "sl", "nc", "cw")
 
 
 def subset(data: Path, out: Path, databases: int, per_database: int, seed: int) -> dict[str, int]:
