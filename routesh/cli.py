@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Sequence
 
 from routesh import __version__, settings
+from routesh.cancel import ignore_further_interrupts
 from routesh.config import load_config
 from routesh.conversation import read_turns
 from routesh.db import connect
@@ -63,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(str(err))
         code = err.exit_code
     except KeyboardInterrupt:
+        ignore_further_interrupts()
         _error("cancelled")
         code = EXIT_CANCELLED
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as sqlite3 and psql do

@@ -54,3 +54,43 @@ def test_grace_bounds_the_wait_and_the_result_comes_back_otherwise():
         run_cancellable(stuck, cancel=lambda: None, when_cancelled=lambda err: KeyboardInterrupt(), grace=0.3)
     assert time.monotonic() - started < 2
     assert run_cancellable(lambda: 42, cancel=lambda: None, when_cancelled=lambda err: RuntimeError()) == 42
+
+
+def test_every_ctrl_c_becomes_the_cancel_wherever_it_lands_in_the_wait():
+    """A real SIGINT at any moment of the wait: it must come back as the work's own cancel, never as a bare
+    KeyboardInterrupt from the loop, nor as "release unlocked lock" from inside Event.wait (CI saw that
+    once)."""
+    import os
+    import random
+
+    chance = random.Random(3)
+    for _ in range(50):
+        cancelled = threading.Event()
+        calls: list[str] = []
+
+        def work() -> None:
+            cancelled.wait(5)
+            raise Stopped("stopped")
+
+        def cancel() -> None:
+            calls.append("cancel")
+            cancelled.set()
+
+        threading.Timer(chance.uniform(0, 0.03), os.kill, (os.getpid(), signal.SIGINT)).start()
+        with pytest.raises(Stopped):
+            run_cancellable(work, cancel=cancel, when_cancelled=lambda err: err or RuntimeError("none"))
+        assert calls == ["cancel"]
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # stopping: a second Ctrl-C cuts nothing short
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert run_cancellable(lambda: 5, cancel=lambda: None, when_cancelled=lambda err: RuntimeError()) == 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # no Ctrl-C: Python's own is back
+
+
+def test_off_the_main_thread_the_work_still_runs_and_no_handler_is_touched():
+    results: list[object] = []
+    waiter = threading.Thread(target=lambda: results.append(
+        run_cancellable(lambda: 7, cancel=lambda: None, when_cancelled=lambda err: RuntimeError())))
+    waiter.start()
+    waiter.join(5)
+    assert results == [7]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -7,11 +7,13 @@ own cancel (Database.cancel(), Engine.cancel()), and the caller decides what a c
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from routesh.cancel import interrupts_noted
 from routesh.db.base import Database, ExecOptions, Result, RowSink
 from routesh.errors import QueryCancelled
 
@@ -38,15 +40,17 @@ def run_cancellable(work: Callable[[], T], *, cancel: Callable[[], None],
     # The wait is on an Event, not Thread.join: on Python 3.11 a Ctrl-C that interrupts join() can mark a
     # thread that is still running as stopped (the bpo-45274 fix), and the caller would go on while the work
     # still writes, or leave the interpreter while a model's threads still run.
-    threading.Thread(target=target, name=name, daemon=True).start()
     cancelled_at: float | None = None
-    while not finished.is_set():
-        if cancelled_at is not None and grace is not None and time.monotonic() - cancelled_at >= grace:
-            break
-        try:
-            finished.wait(0.1)
-        except KeyboardInterrupt:
-            if cancelled_at is None:
+    with interrupts_noted() as interrupts:
+        threading.Thread(target=target, name=name, daemon=True).start()
+        while not finished.is_set():
+            if cancelled_at is not None and grace is not None and time.monotonic() - cancelled_at >= grace:
+                break
+            try:
+                finished.wait(0.1)
+            except KeyboardInterrupt:  # off the main thread, or a handler of the caller's own
+                interrupts.append(signal.SIGINT)
+            if interrupts and cancelled_at is None:
                 cancel()
                 cancelled_at = time.monotonic()
     if cancelled_at is not None:

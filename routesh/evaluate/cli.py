@@ -29,6 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from routesh.cancel import ignore_further_interrupts
 from routesh.db.dsn import redact
 from routesh.engine import BACKENDS
 from routesh.errors import RoutesError, UsageError
@@ -100,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"routesh-eval: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        ignore_further_interrupts()
         where = f"; the receipts so far are in {args.out}, and the same command resumes" if args.out else ""
         print(f"\nroutesh-eval: interrupted{where}", file=sys.stderr)
         return 130

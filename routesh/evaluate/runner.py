@@ -15,12 +15,12 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from routesh.cancel import CancelToken
+from routesh.cancel import CancelToken, interrupts_noted
 from routesh.db.base import Database, ExecOptions
 from routesh.db.schema import Schema
 from routesh.db.values import ValueIndex
@@ -162,28 +162,35 @@ def evaluate(examples: Iterable[Example], engine: Engine, *, options: PipelineOp
     databases = _Databases()
     tokens = {ex.index: CancelToken() for ex in todo}
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="routesh-eval")
-    try:
-        futures = [pool.submit(_ask_interaction, unit, done, databases, engine, options, tokens, examples_for,
-                               context) for unit in units]
-        for future in as_completed(futures):
-            for receipt in future.result():
-                receipts.append(receipt)
-                if handle:
-                    handle.write(json.dumps(asdict(receipt), ensure_ascii=False, default=str) + "\n")
-                    handle.flush()
-                if progress is not None:
-                    progress.update(1)
-                    correct = sum(r.correct for r in receipts)
-                    progress.set_postfix_str(f"EX {correct}/{len(receipts)}")
-    except BaseException:  # Ctrl-C or a crash: stop the questions in flight, start no more
-        for token in tokens.values():
-            token.cancel()
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        if handle:
-            handle.close()
-        databases.close()
+    # Ctrl-C is noted and polled for, not raised mid-wait (cancel.interrupts_noted says why): the questions
+    # in flight are cancelled and waited for, and a second Ctrl-C cannot leave while they still run.
+    with interrupts_noted() as interrupts:
+        try:
+            pending = {pool.submit(_ask_interaction, unit, done, databases, engine, options, tokens, examples_for,
+                                   context) for unit in units}
+            while pending and not interrupts:
+                finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    for receipt in future.result():
+                        receipts.append(receipt)
+                        if handle:
+                            handle.write(json.dumps(asdict(receipt), ensure_ascii=False, default=str) + "\n")
+                            handle.flush()
+                        if progress is not None:
+                            progress.update(1)
+                            correct = sum(r.correct for r in receipts)
+                            progress.set_postfix_str(f"EX {correct}/{len(receipts)}")
+            if interrupts:
+                raise KeyboardInterrupt
+        except BaseException:  # Ctrl-C or a crash: stop the questions in flight, start no more
+            for token in tokens.values():
+                token.cancel()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            if handle:
+                handle.close()
+            databases.close()
     return summarize(receipts)
 
 
