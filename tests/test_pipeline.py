@@ -72,10 +72,10 @@ GOOD = ("SELECT T2.Name FROM singer_in_concert AS T1 JOIN singer AS T2 ON T1.Sin
 SIMPLE = "SELECT Name FROM singer WHERE Age > 30"
 
 
-def run(db, schema, engine, stages="sl,nc,cw"):
+def run(db, schema, engine, stages="sl,nc,cw", context=()):
     seen = []
     pipeline = Pipeline(engine, db, schema, options=PipelineOptions(stages=StageConfig.parse(stages)))
-    answer = pipeline.ask(QUESTION, on_event=seen.append)
+    answer = pipeline.ask(QUESTION, on_event=seen.append, context=context)
     assert answer.events == [e for e in seen if isinstance(e, StageEvent)]
     # every model call is announced first, by a Starting notice the answer's record leaves out
     starts = [e.stage for e in seen if isinstance(e, Starting)]
@@ -166,6 +166,22 @@ def test_failing_sql_goes_to_continuation_writing(db, schema):
     assert answer.sql == SIMPLE
     cw = next(e for e in answer.events if e.stage == "cw")
     assert cw.accepted and "the SQL fails" in cw.reason
+
+
+def test_a_follow_up_s_hard_sql_that_runs_is_not_rewritten_but_its_failing_sql_is(db, schema):
+    earlier = (prompts.Turn("Which singers are there?", "SELECT Name FROM singer", ("Name",)),)
+    replaced = f"```sql\n{SIMPLE}\n```"
+    engine = ScriptedEngine(sl='{"singer": ["Name"], "concert": ["Year"]}', ts=f"```sql\n{GOOD}\n```", nc="correct",
+                            cw=replaced)
+    answer = run(db, schema, engine, context=earlier)  # GOOD joins three tables: hard, and it runs
+    assert answer.sql == GOOD and "cw" not in [t for t, _, _ in engine.calls]
+    assert run(db, schema, ScriptedEngine(sl='{"singer": ["Name"], "concert": ["Year"]}', ts=f"```sql\n{GOOD}\n```",
+                                          nc="correct", cw=replaced)).sql == SIMPLE  # alone, CW takes it
+
+    broken = "SELECT Name FROM singer WHERE Agee > 30"
+    engine = ScriptedEngine(sl='{"singer": ["Name", "Age"]}', ts=f"```sql\n{broken}\n```", nc="correct", cw=replaced)
+    answer = run(db, schema, engine, context=earlier)
+    assert answer.sql == SIMPLE and next(e for e in answer.events if e.stage == "cw").accepted
 
 
 def test_abstains_when_nothing_executes(db, schema):

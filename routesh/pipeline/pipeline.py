@@ -11,8 +11,8 @@ abstention) out.
        the pseudo-SQL voted by their results (vote.py); with `repair`, a failing candidate's unknown
        names renamed to the schema's closest, taken if it then executes (here and after steps 4 and 5)
     4. noise correction, told the database's error or a summary of the result; a fix must execute
-    5. continuation writing from a real clause-boundary prefix when the SQL fails or is hard; the
-       completion must execute and return rows
+    5. continuation writing from a real clause-boundary prefix when the SQL fails or is hard (a
+       follow-up's only when it fails); the completion must execute and return rows
     6. the surviving SQL, or an abstention that says why: it never returns SQL that did not run
 
 Every step emits a StageEvent. Candidates run read-only through the guard, with a small row limit.
