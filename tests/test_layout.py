@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "logs": set(),
     "cancel": {"errors"},
     "sql": {"errors", "db.schema"},
-    "db": {"errors", "sql"},
+    "db": {"errors", "cancel", "sql"},  # cancellable: a Ctrl-C noted while a statement runs
     "engine": {"errors", "logs", "cancel"},
     "prompts": {"errors", "db", "sql", "engine"},
     "chart": {"errors", "db"},
