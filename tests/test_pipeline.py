@@ -184,6 +184,26 @@ def test_a_follow_up_s_hard_sql_that_runs_is_not_rewritten_but_its_failing_sql_i
     assert answer.sql == SIMPLE and next(e for e in answer.events if e.stage == "cw").accepted
 
 
+def test_a_follow_up_answered_with_an_earlier_turn_s_sql_is_asked_again_alone(db, schema):
+    earlier = (prompts.Turn("Which singers are there?", "SELECT Name FROM singer", ("Name",)),)
+    engine = ScriptedEngine(ts=["```sql\nselect name from singer;\n```", f"```sql\n{SIMPLE}\n```"])
+    answer = run(db, schema, engine, stages="ts", context=earlier)
+    assert answer.sql == SIMPLE
+    first, second = (request.messages[-1].content for _, request, _ in engine.calls)
+    assert "Which singers are there?" in first and "Which singers are there?" not in second
+    retried = [e for e in answer.events if e.stage == "context" and e.accepted is False]
+    assert len(retried) == 1 and "repeats the answer to “Which singers are there?”" in retried[0].summary
+    assert [e.stage for e in answer.events].count("final") == 1
+
+    # asked alone it writes nothing: the copy stays, rather than no answer
+    engine = ScriptedEngine(ts=["```sql\nSELECT Name FROM singer\n```", "I don't know."])
+    assert run(db, schema, engine, stages="ts", context=earlier).sql == "SELECT Name FROM singer"
+
+    # a new query is kept as it is: one call
+    engine = ScriptedEngine(ts=f"```sql\n{SIMPLE}\n```")
+    assert run(db, schema, engine, stages="ts", context=earlier).sql == SIMPLE and len(engine.calls) == 1
+
+
 def test_abstains_when_nothing_executes(db, schema):
     engine = ScriptedEngine(sl='{"singer": ["Name"]}', ts="```sql\nSELECT x FROM nowhere\n```", nc="correct",
                             cw="```sql\nSELECT y FROM nowhere\n```")

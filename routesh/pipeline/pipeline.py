@@ -33,6 +33,7 @@ from routesh.pipeline import schema_texts, steps, values, vote
 from routesh.pipeline.options import PipelineOptions
 from routesh.pipeline.run import QuestionRun, one_line
 from routesh.pipeline.stages import Answer, EventSink, Stage
+from routesh.pipeline.trial import Trial
 from routesh.prompts import Turn
 from routesh.retrieval import ExampleSource
 from routesh.sql.parse import same_sql
@@ -57,17 +58,40 @@ class Pipeline:
         """Answer one question. `cancel` stops it at the next step (Cancelled is raised); `on_event` sees
         each Starting notice and each StageEvent as it happens; `context`, the conversation the question
         follows (its last `options.context_turns` turns are asked with)."""
-        run = QuestionRun(self.engine, self.database, self.schema, self.options, question, hint,
-                          cancel or CancelToken(), on_event, Answer(question=question, sql=None, reason=""))
-        opts, stages = self.options, self.options.stages
-
-        if context and opts.context_turns > 0:
-            run.context = tuple(context)[-opts.context_turns:]
+        answer = Answer(question=question, sql=None, reason="")
+        run = self._start(question, hint, cancel or CancelToken(), on_event, answer)
+        if context and self.options.context_turns > 0:
+            run.context = tuple(context)[-self.options.context_turns:]
             n = len(run.context)
             run.emit(Stage.CONTEXT, f"a follow-up to {n} earlier question{'s' if n != 1 else ''}: "
                      + "; ".join(t.question for t in run.context),
                      artifact="\n".join(f"{t.question} → {one_line(t.sql)}" for t in run.context),
                      accepted=True)
+        outcome = self._write(run)
+        repeated = next((t for t in run.context if same_sql(outcome.sql, t.sql)), None) if isinstance(outcome, Trial) \
+            else None
+        if repeated is not None:
+            # A new question answered with an earlier one's SQL: the small model copied the conversation
+            # instead of reading the question (on SParC's tuning turns 2 of 40 such answers were right,
+            # the same questions asked alone 7). Ask it alone; keep the copy only if that writes nothing.
+            run.emit(Stage.CONTEXT, f"the SQL repeats the answer to “{repeated.question}”; asked again on its own",
+                     artifact=outcome.sql, accepted=False, reason="it repeats an earlier turn's SQL")
+            alone = self._start(question, hint, run.cancel, on_event, answer)
+            retried = self._write(alone)
+            if isinstance(retried, Trial):
+                run, outcome = alone, retried
+        return run.finish(outcome) if isinstance(outcome, Trial) else run.abstain(outcome)
+
+    def _start(self, question: str, hint: str | None, cancel: CancelToken, on_event: EventSink | None,
+               answer: Answer) -> QuestionRun:
+        """A run that adds its events to `answer` (a retry adds to the same record)."""
+        return QuestionRun(self.engine, self.database, self.schema, self.options, question, hint, cancel, on_event,
+                           answer)
+
+    def _write(self, run: QuestionRun) -> Trial | str:
+        """The stages, from the remembered examples to continuation writing: the SQL that survived (it ran),
+        or why there is none (an abstention's reason)."""
+        question, opts, stages = run.question, self.options, self.options.stages
 
         # 0: remembered queries like this question, shown where SQL is written
         if self.examples is not None and opts.examples > 0:
@@ -96,13 +120,13 @@ class Pipeline:
         if stages.vote:
             voted, reply = vote.vote(run, schema_text, pseudo=pseudo)
             if voted is None:
-                return run.abstain(steps.no_sql_reason(reply))
+                return steps.no_sql_reason(reply)
             trial = voted
         else:
             candidate, reply = steps.generate(run, schema_text, draft=pseudo)
             if candidate is None:
                 if not pseudo:
-                    return run.abstain(steps.no_sql_reason(reply))
+                    return steps.no_sql_reason(reply)
                 candidate = pseudo
                 run.emit(Stage.TS, "no SQL in the reply; using the pseudo-SQL", artifact=pseudo.text,
                          accepted=True, reason="generation gave no SQL")
@@ -120,5 +144,5 @@ class Pipeline:
 
         # 6: the answer
         if not trial.ran:
-            return run.abstain(f"no candidate SQL executed (last error: {trial.error})")
-        return run.finish(trial)
+            return f"no candidate SQL executed (last error: {trial.error})"
+        return trial
