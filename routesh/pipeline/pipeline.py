@@ -72,8 +72,9 @@ class Pipeline:
             else None
         if repeated is not None:
             # A new question answered with an earlier one's SQL: the small model copied the conversation
-            # instead of reading the question (on SParC's tuning turns 2 of 40 such answers were right,
-            # the same questions asked alone 7). Ask it alone; keep the copy only if that writes nothing.
+            # instead of reading the question (on SParC's tuning turns 2 of 54 such answers were right,
+            # the same turns asked alone 8: bench/repeated_sql.py). Ask it alone; keep the copy only if
+            # that writes nothing.
             run.emit(Stage.CONTEXT, f"the SQL repeats the answer to “{repeated.question}”; asked again on its own",
                      artifact=outcome.sql, accepted=False, reason="it repeats an earlier turn's SQL")
             alone = self._start(question, hint, run.cancel, on_event, answer)
