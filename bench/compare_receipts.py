@@ -12,14 +12,17 @@ The last line counts the questions right in each and those gained and lost (the 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 from pathlib import Path
 
 
 def read(path: Path) -> dict[int, dict]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {r["index"]: r for r in rows}
+    """Receipts by question index, from .jsonl or .jsonl.gz (as docs/results keeps them)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as lines:
+        return {r["index"]: r for r in (json.loads(line) for line in lines if line.strip())}
 
 
 def main() -> int:

@@ -14,22 +14,19 @@ completion was taken, 21 replaced answers were right and 13 of them still are.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 from collections import Counter
 from pathlib import Path
 
 from routesh.evaluate.datasets import load_data, open_database
 from routesh.evaluate.runner import judge
-from vote_recount import winner  # bench/, the script's own folder, is on sys.path
+from compare_receipts import read as receipts  # bench/, the script's own folder, is on sys.path
+from vote_recount import winner
 
 _WRITERS = ("ts", "fallback", "repair", "vote", "nc")  # stages whose accepted artifact is the SQL in hand
 
 
 def read(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines if line.strip()]
+    return list(receipts(path).values())
 
 
 def replaced(receipt: dict) -> tuple[str, str | None] | None:
