@@ -57,7 +57,8 @@ class Pipeline:
             on_event: EventSink | None = None, context: Sequence[Turn] = ()) -> Answer:
         """Answer one question. `cancel` stops it at the next step (Cancelled is raised); `on_event` sees
         each Starting notice and each StageEvent as it happens; `context`, the conversation the question
-        follows (its last `options.context_turns` turns are asked with)."""
+        follows (its last `options.context_turns` turns are asked with; an answer that only repeats one
+        of their SQL is asked again without them)."""
         answer = Answer(question=question, sql=None, reason="")
         run = self._start(question, hint, cancel or CancelToken(), on_event, answer)
         if context and self.options.context_turns > 0:
