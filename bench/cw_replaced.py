@@ -19,14 +19,10 @@ from pathlib import Path
 
 from routesh.evaluate.datasets import load_data, open_database
 from routesh.evaluate.runner import judge
-from compare_receipts import read as receipts  # bench/, the script's own folder, is on sys.path
+from compare_receipts import read  # bench/, the script's own folder, is on sys.path
 from vote_recount import winner
 
 _WRITERS = ("ts", "fallback", "repair", "vote", "nc")  # stages whose accepted artifact is the SQL in hand
-
-
-def read(path: Path) -> list[dict]:
-    return list(receipts(path).values())
 
 
 def replaced(receipt: dict) -> tuple[str, str | None] | None:
@@ -53,7 +49,7 @@ def main() -> int:
     examples = {ex.index: ex for ex in load_data(args.data)}
     counts: Counter[tuple[str, str, str]] = Counter()
     databases = {}
-    for receipt in read(args.receipts):
+    for receipt in read(args.receipts).values():
         found = replaced(receipt)
         if found is None:
             continue

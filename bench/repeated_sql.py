@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cw_replaced import read  # bench/, the script's own folder, is on sys.path
+from compare_receipts import read  # bench/, the script's own folder, is on sys.path
 from routesh.sql.parse import same_sql
 
 
@@ -24,8 +24,7 @@ def main() -> int:
     parser.add_argument("with_context", type=Path, help="receipts of the run with the conversation")
     parser.add_argument("alone", type=Path, help="receipts of the same turns asked alone (--context none)")
     args = parser.parse_args()
-    own = {r["index"]: r for r in read(args.with_context)}
-    alone = {r["index"]: r for r in read(args.alone)}
+    own, alone = read(args.with_context), read(args.alone)
     turns = {(r["interaction"], r["turn"]): r for r in own.values()}
     copies = right = right_alone = 0
     for index, receipt in own.items():
