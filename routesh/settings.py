@@ -23,7 +23,7 @@ from pygments.styles import get_all_styles
 from routesh.db import DEFAULT_ROW_LIMIT, DEFAULT_TIMEOUT_S, ExecOptions
 from routesh.engine import BACKENDS, DEFAULT_MODEL, catalog_names
 from routesh.errors import UsageError
-from routesh.pipeline.stages import STAGES, StageConfig
+from routesh.pipeline.stages import DEFAULT_STAGES, STAGES, StageConfig
 from routesh.render import FORMATS
 
 NAMED = "named_queries"  # the file's table of saved queries; not a setting
@@ -153,14 +153,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pager", str, "auto",
             'Pager for results: "auto" pages output taller or wider than the terminal, "off" never pages,\n'
             'anything else is the command to page with, e.g. "less -SRXF". Default: {default}.', _pager),
-    Setting("stages", str, "sl,nc,cw",
+    Setting("stages", str, DEFAULT_STAGES,
             "Which of ROUTE's stages run, comma-separated: values (the question's words matched to stored\n"
             "values), sl (schema linking), vote (many candidates voted by their results), repair (unknown\n"
             "names renamed to the schema's), nc (noise correction), cw (continuation writing). Text-to-SQL always runs;\n"
             '"ts" alone is plain prompting, "all" is every stage. Default: {default}.',
             _stages,
-            flag=Flag(("--stages",), "pipeline stages for questions: sl,nc,cw (the default), all "
-                      "(values,sl,vote,repair,nc,cw), ts (plain prompting), ...", metavar="STAGES")),
+            flag=Flag(("--stages",), "pipeline stages for questions: all (the default: values,sl,vote,repair,nc,cw), "
+                      "sl,nc,cw (ROUTE's own), ts (plain prompting), ...", metavar="STAGES")),
     Setting("show_stages", bool, False,
             "Start with the \\stages view on, showing what each stage did: true or false. Default: {default}.",
             _true_or_false),

@@ -224,3 +224,14 @@ def test_flags_given_on_the_command_line_win_over_the_file_once_resolved():
     assert resolve(Config()).model is None  # "" in the file: the default model
     with pytest.raises(UsageError, match="unknown stage"):
         resolve(config, parser.parse_args(["--stages", "sl,xx"]))
+
+
+def test_questions_run_every_stage_unless_told_otherwise():
+    """The default was chosen on spider-train: every stage (values, linking, the vote, the repair,
+    correction, continuation) against ROUTE's own sl,nc,cw (docs/benchmarks.md)."""
+    stages = resolve(Config()).stages
+    assert (stages.values, stages.linking, stages.vote, stages.repair, stages.correction, stages.continuation) \
+        == (True,) * 6
+    parser = argparse.ArgumentParser()
+    add_flags(parser)
+    assert resolve(Config(), parser.parse_args(["--stages", "sl,nc,cw"])).stages == StageConfig()

@@ -117,6 +117,16 @@ def test_repair_renames_unknown_names_and_the_repaired_candidate_votes(db, schem
     assert greedy["repaired"] == "singers → singer, Nme → Name" and greedy["won"]
 
 
+def test_a_repaired_candidate_that_loses_the_vote_is_not_what_revised_the_answer(db, schema):
+    misspelt = "SELECT Nme FROM singers WHERE Age > 1000"  # repaired, it returns EMPTY's result: one vote
+    answer, _ = ask(db, schema, pseudo=sql(BROKEN), candidates=[sql(SIMPLE), sql(SIMPLE), sql(misspelt)],
+                    stages="sl,vote,repair")
+    assert answer.sql == SIMPLE and answer.agreement == Agreement(2, 4)
+    repair = next(e for e in answer.events if e.stage == Stage.REPAIR)
+    assert "1 of 4 candidates repaired" in repair.summary
+    assert repair.accepted is None and "none of them won" in repair.reason  # shown, but not "revised by repair"
+
+
 def test_repair_without_the_vote_fixes_the_one_candidate(db, schema):
     answer, _ = ask(db, schema, pseudo=sql(BROKEN), candidates=["```sql\nSELECT T1.Nme FROM singer AS T1\n```"],
                     stages="sl,repair")

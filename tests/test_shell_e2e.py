@@ -199,7 +199,8 @@ def test_question_prefills_sql_enter_runs_it_and_stages_view(model_shell):
     sh.do("\\stages on", r"Stages view is on")
     asked = len(sh.transcript.getvalue())
     sh.child.sendline(QUESTION)
-    for label in ("linking", "merge", "generation", "final"):  # each step, one line, with its verdict
+    # each step of the default (every stage), one line, with its verdict
+    for label in ("values", "linking", "merge", "generation", "vote", "final"):
         sh.child.expect(stage_line(label), timeout=MODEL_WAIT)
     assert answered(sh), "the pipeline abstained (the final stage line says why): no SQL to pre-fill"
     assert re.search(r"SQL ready in \d+\.\d s\.", plain(sh.transcript.getvalue()[asked:]))

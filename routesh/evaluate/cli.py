@@ -38,6 +38,7 @@ from routesh.evaluate.datasets import CONTEXTS, DATA_SETS, DEFOG_SETS, Example, 
 from routesh.evaluate.gold import check_gold
 from routesh.evaluate.loo import leave_one_out
 from routesh.pipeline.options import PipelineOptions
+from routesh.pipeline.stages import DEFAULT_STAGES, StageConfig
 from routesh.retrieval import METHODS
 
 
@@ -59,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="as routesh --model (default: the embedded model)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--adapter", help="a LoRA adapter folder to apply to the model")
-    parser.add_argument("--stages", default="sl,nc,cw",
-                        help="collaboration stages besides text-to-SQL: 'ts' alone is plain prompting (default sl,nc,cw)")
+    parser.add_argument("--stages", default=DEFAULT_STAGES,
+                        help="collaboration stages besides text-to-SQL: 'ts' alone is plain prompting, 'sl,nc,cw' ROUTE's "
+                             f"own (default {DEFAULT_STAGES}: every stage, as the shell)")
     parser.add_argument("--vote-k", type=int, default=PipelineOptions.vote_k, metavar="K",
                         help=f"with the vote stage: candidates per question (default {PipelineOptions.vote_k})")
     parser.add_argument("--vote-temperature", type=float, default=PipelineOptions.vote_temperature, metavar="T",
@@ -170,7 +172,6 @@ def _load(args: argparse.Namespace, admin_dsn: str | None, *, for_gold: bool) ->
 def _evaluate(args: argparse.Namespace, admin_dsn: str | None) -> int:
     from routesh.engine import load_engine
     from routesh.evaluate.runner import evaluate
-    from routesh.pipeline.stages import StageConfig
 
     options = PipelineOptions(stages=StageConfig.parse(args.stages), vote_k=args.vote_k,
                               vote_temperature=args.vote_temperature, examples=args.memory_k)

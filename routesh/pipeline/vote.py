@@ -144,9 +144,12 @@ def vote(run: QuestionRun, schema_text: str, *, pseudo: Sql | None) -> tuple[Tri
     repaired = [c for c in ballot.candidates if c.repairs]
     if repaired:
         renames = sorted({str(r) for c in repaired for r in c.repairs})
+        # taken only when the SQL that won is a repaired one: otherwise the answer owes the repair nothing
+        # (and the shell must not say "revised by repair")
+        won = ballot.winner is not None and bool(ballot.winner.representative.repairs)
         run.emit(Stage.REPAIR, f"{len(repaired)} of {len(candidates)} candidates repaired: {', '.join(renames)}",
-                 artifact=[c.query.text for c in repaired], accepted=True,
-                 reason="each repaired candidate executes")
+                 artifact=[c.query.text for c in repaired], accepted=True if won else None,
+                 reason="each repaired candidate executes" + ("; the winner is one" if won else "; none of them won"))
     agreement = ballot.agreement
     run.answer.agreement = agreement
     extra_tokens = sum(c.output_tokens for c in completions[1:])
