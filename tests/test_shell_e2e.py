@@ -203,7 +203,8 @@ def test_question_prefills_sql_enter_runs_it_and_stages_view(model_shell):
     for label in ("values", "linking", "merge", "generation", "vote", "final"):
         sh.child.expect(stage_line(label), timeout=MODEL_WAIT)
     assert answered(sh), "the pipeline abstained (the final stage line says why): no SQL to pre-fill"
-    assert re.search(r"SQL ready in \d+\.\d s\.", plain(sh.transcript.getvalue()[asked:]))
+    ready = r"SQL ready in \d+\.\d s( \(revised by [a-z, ]+\))?(; \d+ of \d+ candidates agree)?\."
+    assert re.search(ready, plain(sh.transcript.getvalue()[asked:]))
     # the SQL waits, highlighted, in the prompt's buffer: right after `run> `, only colour codes
     sh.child.expect(r"(SELECT|WITH)\b")
     assert plain(sh.child.before).strip() == "", repr(sh.child.before)
