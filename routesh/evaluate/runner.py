@@ -166,11 +166,14 @@ def evaluate(examples: Iterable[Example], engine: Engine, *, options: PipelineOp
     # in flight are cancelled and waited for, and a second Ctrl-C cannot leave while they still run.
     with interrupts_noted() as interrupts:
         try:
-            pending = {pool.submit(_ask_interaction, unit, done, databases, engine, options, tokens, examples_for,
-                                   context) for unit in units}
+            order = {pool.submit(_ask_interaction, unit, done, databases, engine, options, tokens, examples_for,
+                                 context): n for n, unit in enumerate(units)}
+            pending = set(order)
             while pending and not interrupts:
                 finished, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-                for future in finished:
+                # A set's order is arbitrary: those that finished together are written in the order asked,
+                # so one job at a time writes its receipts in the data set's order.
+                for future in sorted(finished, key=order.__getitem__):
                     for receipt in future.result():
                         receipts.append(receipt)
                         if handle:
