@@ -43,13 +43,13 @@ from sqlglot.tokens import TokenType
 import routesh.prompts
 from routesh import prompts
 from routesh.db.schema import Schema
+from routesh.db.values import ValueIndex
 from routesh.db.sqlite import SqliteDatabase
 from routesh.engine.base import ChatRequest, Engine, GenerationParams
 from routesh.evaluate.datasets import Example, data_dir, load_spider
 from routesh.evaluate.loo import leave_one_out
-from routesh.pipeline import linking
+from routesh.pipeline import linking, schema_texts, values
 from routesh.pipeline.linking import ReducedSchema, reduced_keep
-from routesh.pipeline import schema_texts
 from routesh.pipeline.options import SCHEMA_SAMPLES, SQL_STOP, PipelineOptions
 from routesh.pipeline.stages import Stage
 from routesh.pipeline.trial import Trial
@@ -83,6 +83,9 @@ class SynthOptions:
     corruption_timeout: float = 2.0  # seconds; a corruption that runs longer is discarded, never used
     # questions that also get a TS item (kind reduced_memory) showing remembered queries, as the pipeline shows
     # them: the other questions of the database, leave one out, the pipeline's K most similar by BM25
+    # every schema text shows the question's words matched to stored values, as the pipeline's `values`
+    # stage (in the default stages) shows them: matched values first among their columns' examples
+    values: bool = True
     memory_fraction: float = 1 / 3
     # questions that also get a TS item (kind reduced_follow_up) asked after another question of the database
     # whose SQL theirs extends, with its gold SQL and columns, as the pipeline asks a follow-up (followups.py)
@@ -137,6 +140,7 @@ def record(task: Stage, request: ChatRequest, target: str, ex: Example, kind: st
 class _Db:
     db: SqliteDatabase
     schema: Schema
+    values: ValueIndex | None  # the whole database's stored values (None: SynthOptions.values is off)
 
 
 class Synthesizer:
@@ -170,8 +174,23 @@ class Synthesizer:
         if entry is None:
             assert ex.db_path is not None
             db = SqliteDatabase.open(ex.db_path)
-            entry = self._dbs[ex.db_id] = _Db(db, db.introspect(samples=SCHEMA_SAMPLES))
+            schema = db.introspect(samples=SCHEMA_SAMPLES)
+            index = None
+            if self.options.values:  # all of it: the pipeline's time budget is about slow servers, not Spider
+                index = ValueIndex(schema)
+                index.extend(db, budget_s=float("inf"))
+            entry = self._dbs[ex.db_id] = _Db(db, schema, index)
         return entry
+
+    def shown(self, entry: _Db, question: str) -> tuple[Schema, ReducedSchema]:
+        """The schema as the pipeline shows it for `question` (its stored-value matches first among their
+        columns' examples) and the matched columns, which the reduced schema keeps where it keeps their table."""
+        if entry.values is None:
+            return entry.schema, {}
+        matches = values.find(entry.values, question)
+        if matches:
+            self.notes["questions_with_value_matches"] += 1
+        return values.with_matches(entry.schema, matches), values.matched_columns(matches)
 
     def rng(self, ex: Example, purpose: str) -> random.Random:
         return random.Random(f"{self.options.seed}:{ex.index}:{purpose}")
@@ -186,15 +205,16 @@ class Synthesizer:
             return out
         opts, popts = self.options, self.options.pipeline
         entry = self.database(ex)
-        db, schema = entry.db, entry.schema
         question = ex.question or ""
+        db, (schema, matched) = entry.db, self.shown(entry, question)
         gold = tidy_sql(ex.gold_sql)
         gold_run = execute(db, gold, timeout=popts.timeout)
         reason = gold_drop_reason(gold_run)
         usage = tables_and_columns(gold, DIALECT, schema)
         if reason is None and usage.error:
             reason = "gold_unparsed"
-        if reason is None and self.judge is not None and not self._judge_accepts(ex, schema, gold, gold_run, usage):
+        if reason is None and self.judge is not None and not self._judge_accepts(ex, schema, gold, gold_run, usage,
+                                                                                  matched):
             reason = "judged_wrong"
         if reason:
             self.dropped[reason] += 1
@@ -203,7 +223,7 @@ class Synthesizer:
 
         gold_keep = usage_keep(schema, usage)
         full_text = schema_texts.full_text(schema, question, popts)
-        reduced_text = self._reduced_text(schema, question, gold_keep)
+        reduced_text = self._reduced_text(schema, question, matched, gold_keep)
 
         # TS
         for variant in opts.ts_schemas:
@@ -220,7 +240,7 @@ class Synthesizer:
             turn = self._turn(db, before) if before is not None else None
             if turn is not None:  # the reduced schema keeps what the earlier SQL used, as step 2 does
                 before_keep = usage_keep(schema, tables_and_columns(turn.sql, DIALECT, schema))
-                text = self._reduced_text(schema, question, gold_keep, before_keep)
+                text = self._reduced_text(schema, question, matched, gold_keep, before_keep)
                 self._add(out, record(Stage.TS, prompts.ts_prompt(text, DIALECT, question, ex.hint, context=(turn,)),
                                       prompts.sql_reply(gold), ex, "reduced_follow_up"))
         # SL
@@ -230,9 +250,11 @@ class Synthesizer:
             self._add(out, record(Stage.SL, prompts.sl_prompt(full_text, DIALECT, question, ex.hint),
                                   prompts.sl_reply(usage.as_linking()), ex, "gold"))
         # NC: the gold itself, corruptions of it, the model's own generations
-        self._add(out, self._nc(ex, schema, question, gold, gold_keep, gold_run, correct=True, gold=gold, kind="gold"))
+        self._add(out, self._nc(ex, schema, question, gold, gold_keep, gold_run, matched=matched, correct=True,
+                                gold=gold, kind="gold"))
         for kind, sql, run in self._corruptions(ex, db, schema, gold, gold_run):
-            self._add(out, self._nc(ex, schema, question, sql, gold_keep, run, correct=False, gold=gold, kind=kind))
+            self._add(out, self._nc(ex, schema, question, sql, gold_keep, run, matched=matched, correct=False,
+                                    gold=gold, kind=kind))
         for sql in self._model_sql(ex, schema, question, full_text, reduced_text):
             if squash(sql) == squash(gold) or squash(sql) == squash(ex.gold_sql):
                 self.notes["model_sql_same_as_gold"] += 1
@@ -242,7 +264,7 @@ class Synthesizer:
             if same is None:
                 self.notes["model_sql_undecidable"] += 1
                 continue
-            self._add(out, self._nc(ex, schema, question, sql, gold_keep, run, correct=same, gold=gold,
+            self._add(out, self._nc(ex, schema, question, sql, gold_keep, run, matched=matched, correct=same, gold=gold,
                                     kind="model_correct" if same else "model_wrong"))
         # CW
         for kind, prefix in self._prefixes(ex, gold):
@@ -269,13 +291,15 @@ class Synthesizer:
         self.counts[rec["task"]] += 1
         self.counts[f"{rec['task']}:{rec['kind']}"] += 1
 
-    def _reduced_text(self, schema: Schema, question: str, *keeps: ReducedSchema) -> str:
-        return schema_texts.reduced_text(schema, question, reduced_keep(schema, *keeps), self.options.pipeline)
+    def _reduced_text(self, schema: Schema, question: str, matched: ReducedSchema, *keeps: ReducedSchema) -> str:
+        """Step 2's reduced schema: `keeps` bridged, with the matched columns of the tables kept."""
+        keep = linking.with_matched(reduced_keep(schema, *keeps), matched)
+        return schema_texts.reduced_text(schema, question, keep, self.options.pipeline)
 
-    def _nc(self, ex: Example, schema: Schema, question: str, sql: str, gold_keep: ReducedSchema,
-            run: Trial, *, correct: bool, gold: str, kind: str) -> dict[str, Any]:
+    def _nc(self, ex: Example, schema: Schema, question: str, sql: str, gold_keep: ReducedSchema, run: Trial, *,
+            matched: ReducedSchema, correct: bool, gold: str, kind: str) -> dict[str, Any]:
         own = usage_keep(schema, tables_and_columns(sql, DIALECT, schema))
-        text = self._reduced_text(schema, question, gold_keep, own)
+        text = self._reduced_text(schema, question, matched, gold_keep, own)
         feedback = run.feedback(schema, self.options.pipeline.preview_rows)
         request = prompts.nc_prompt(text, DIALECT, question, sql, feedback, ex.hint)
         return record(Stage.NC, request, prompts.nc_reply(correct, None if correct else gold), ex, kind)
@@ -348,12 +372,13 @@ class Synthesizer:
         out += [("clause_cut", p) for p in others[: max(0, want - len(out))]]
         return out
 
-    def _judge_accepts(self, ex: Example, schema: Schema, gold: str, gold_run: Trial, usage: Usage) -> bool:
+    def _judge_accepts(self, ex: Example, schema: Schema, gold: str, gold_run: Trial, usage: Usage,
+                       matched: ReducedSchema) -> bool:
         """The optional model check of ROUTE's noisy-correspondence filtering: shown the gold query
         and its result with the NC prompt, does the model call it wrong?"""
         assert self.judge is not None
         popts = self.options.pipeline
-        text = self._reduced_text(schema, ex.question or "", usage_keep(schema, usage))
+        text = self._reduced_text(schema, ex.question or "", matched, usage_keep(schema, usage))
         request = prompts.nc_prompt(text, DIALECT, ex.question or "", gold, gold_run.feedback(schema, popts.preview_rows),
                                     ex.hint)
         reply = self.judge.generate([request], GenerationParams(max_new_tokens=popts.sql_tokens, stop=SQL_STOP))[0]

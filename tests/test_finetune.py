@@ -26,7 +26,9 @@ from routesh.errors import RoutesError
 from routesh.sql.extract import extract_sql
 from routesh.sql.hardness import hardness
 from routesh.sql.usage import tables_and_columns
+from routesh.pipeline.options import PipelineOptions
 from routesh.pipeline.pipeline import Pipeline
+from routesh.pipeline.stages import StageConfig
 from tests.helpers import REPO, SHARED_DATA
 
 from finetune import corrupt
@@ -39,6 +41,8 @@ pytestmark = pytest.mark.skipif(not (SPIDER / "train_spider.json").is_file(), re
 # aliases, ORDER BY, a second join, UNIONs and 3-table joins (hard: continuation writing runs), NOT IN a
 # subquery whose reduced schema needs a bridging table.
 INDICES = (0, 2, 6, 7, 12, 23, 41, 63, 85, 100, 101, 1000, 3000, 3010, 5000)
+# the stages whose prompts the data renders: ROUTE's, each schema text showing the stored values the question names
+TRAINED_STAGES = PipelineOptions(stages=StageConfig.parse("values,sl,nc,cw"))
 
 
 @lru_cache(maxsize=1)
@@ -160,7 +164,7 @@ def pipeline_requests(index: int, candidate: str | None = None) -> list[tuple[st
     usage = tables_and_columns(gold, "sqlite", schema)
     engine = Recorder(sl=prompts.sl_reply(usage.as_linking()), ts=prompts.sql_reply(candidate or gold),
                       nc=prompts.NC_CORRECT, cw=prompts.sql_reply(gold))
-    Pipeline(engine, db, schema).ask(ex.question)
+    Pipeline(engine, db, schema, options=TRAINED_STAGES).ask(ex.question)
     return [(task, request.as_dicts()) for task, request in engine.calls]
 
 
@@ -184,6 +188,21 @@ def test_prompts_are_byte_identical_to_what_the_pipeline_asks(dataset, index):
     else:
         ex = spider_train()[index]
         assert not hardness(tidy_sql(ex.gold_sql), "sqlite").is_hard
+
+
+def test_schema_texts_show_the_stored_values_the_question_names(dataset, tmp_path):
+    assert json.loads((dataset / "card.json").read_text())["notes"]["questions_with_value_matches"] == 4  # 6 7 85 3010
+    index = 481  # "How many students live in HKG or CHI?": two stored city codes the samples do not show
+    texts = {}
+    for matched in (True, False):
+        build_dataset(tmp_path / str(matched), SynthOptions(seed=0, values=matched), examples=[spider_train()[index]],
+                      progress=False)
+        texts[matched] = {r["kind"]: r for r in records(tmp_path / str(matched), "ts")}
+    for kind in ("full", "reduced"):
+        assert "'HKG', 'CHI'" in texts[True][kind]["messages"][0]["content"]
+        assert "'HKG', 'CHI'" not in texts[False][kind]["messages"][0]["content"]
+    asked = pipeline_requests(index)
+    assert prompt_of(texts[True]["full"]) == asked[1][1] and prompt_of(texts[True]["reduced"]) == asked[2][1]
 
 
 def test_corrupted_candidates_are_shown_as_the_pipeline_shows_them(dataset):
@@ -539,7 +558,7 @@ def test_remembered_queries_in_training_are_what_the_pipeline_shows(tmp_path):
     usage = tables_and_columns(gold, "sqlite", schema)
     engine = Recorder(sl=prompts.sl_reply(usage.as_linking()), ts=prompts.sql_reply(gold), nc=prompts.NC_CORRECT,
                       cw=prompts.sql_reply(gold))
-    Pipeline(engine, db, schema, examples=leave_one_out(pool, "bm25")(ex)).ask(ex.question)
+    Pipeline(engine, db, schema, options=TRAINED_STAGES, examples=leave_one_out(pool, "bm25")(ex)).ask(ex.question)
     generation = [request.as_dicts() for task, request in engine.calls if task == "ts"][1]
     assert prompt_of(rec) == generation and "Questions answered before on this database" in generation[1]["content"]
 
@@ -563,7 +582,7 @@ def test_follow_up_items_in_training_are_what_the_pipeline_asks_after_a_conversa
     usage = tables_and_columns(gold, "sqlite", schema)
     engine = Recorder(sl=prompts.sl_reply(usage.as_linking()), ts=prompts.sql_reply(gold), nc=prompts.NC_CORRECT,
                       cw=prompts.sql_reply(gold))
-    Pipeline(engine, db, schema).ask(ex.question, context=[Turn(before.question, earlier_sql, columns)])
+    Pipeline(engine, db, schema, options=TRAINED_STAGES).ask(ex.question, context=[Turn(before.question, earlier_sql, columns)])
     generation = [request.as_dicts() for task, request in engine.calls if task == "ts"][1]
     assert prompt_of(rec) == generation and "Follow-up question: " in generation[1]["content"]
     assert f"SQL: {' '.join(earlier_sql.split())}" in generation[1]["content"]

@@ -23,6 +23,11 @@ def reduced_keep(schema: Schema, *parts: ReducedSchema) -> ReducedSchema:
     return keep
 
 
+def with_matched(keep: ReducedSchema, matched: ReducedSchema) -> ReducedSchema:
+    """`keep` and, of the tables it keeps, the columns holding a value the question names (the values stage)."""
+    return {table: set(columns) | matched.get(table, set()) for table, columns in keep.items()}
+
+
 def known_columns(schema: Schema, linked: Mapping[str, list[str]]) -> ReducedSchema:
     """Only names that exist in this schema, spelled as the schema spells them. A reply shaped like
     the format's template, {"table": [tables], "column": [columns]} (a base model's habit), is read

@@ -46,10 +46,7 @@ def link(run: QuestionRun, full_text: str) -> tuple[ReducedSchema, Sql | None]:
     run.emit(Stage.PSEUDO, one_line(pseudo.text) if pseudo else "no SQL in the reply", raw=ts_out.text,
              artifact=pseudo.text if pseudo else None, accepted=pseudo is not None, completion=ts_out,
              seconds=seconds / 2)
-    keep = linking.reduced_keep(run.schema, linked, used)
-    for table, columns in run.matched.items():  # a kept table's column holding a value the question names
-        if table in keep:
-            keep[table] |= columns
+    keep = linking.with_matched(linking.reduced_keep(run.schema, linked, used), run.matched)
     bridged = set(keep) - set(linked) - set(used) if linked or used else set()  # else: the whole schema
     run.emit(Stage.MERGE, f"{len(keep)} of {len(run.schema.tables)} tables kept"
              + (f" (+{', '.join(sorted(bridged))} to join them)" if bridged else ""),
