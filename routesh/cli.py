@@ -113,6 +113,7 @@ def model_info(spec: str | None, *, backend: str) -> int:
     import time
 
     from routesh.engine import ChatRequest, GenerationParams, load_engine
+    from routesh.engine.models import licence_line
 
     started = time.perf_counter()
     engine = load_engine(spec, backend=backend)
@@ -128,6 +129,8 @@ def model_info(spec: str | None, *, backend: str) -> int:
     if adapter:
         print(f"adapter: {adapter}")
     print(f"backend: {engine.backend}" + (f" ({details})" if details else ""))
+    if licence := licence_line(spec):
+        print(f"licence: {licence}")
     print(f"loaded in {loaded:.1f} s; test reply: {reply.output_tokens} tokens in {reply.seconds:.2f} s")
     print(f"reply:   {' '.join(reply.text.split())[:200]}")
     return EXIT_OK

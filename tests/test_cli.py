@@ -219,6 +219,7 @@ def test_model_info_with_the_catalog_test_model(model_cache):
     assert run.code == 0, run.err
     assert "model:   smollm2-135m" in run.out
     assert "backend: transformers" in run.out
+    assert "licence: Apache-2.0 (HuggingFaceTB/SmolLM2-135M-Instruct; " in run.out and "MODELS.md)" in run.out
     assert run.err == ""  # no progress bars or warnings for a cached load
 
 

