@@ -45,6 +45,10 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--follow-up-fraction", type=float, default=SynthOptions.follow_up_fraction,
                    help="the share of questions that also get a TS item asked as a follow-up (default 1/4)")
     p.add_argument("--corruptions-per-question", type=int, default=1)
+    p.add_argument("--held-out-databases", type=int, default=0, metavar="N",
+                   help="keep N seeded databases out of the data; their questions go to OUT/held_out.json, "
+                        "a Spider-train tuning set for choosing a mix (routesh-eval --data OUT/held_out.json "
+                        "--db-dir ../shared/data/spider/database)")
     p.add_argument("--no-values", dest="values", action="store_false",
                    help="schema texts without the question's stored-value matches (the pipeline without `values`)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -130,7 +134,7 @@ def _data(args: argparse.Namespace) -> int:
                            cw_per_question=args.cw_per_question,
                            corruptions_per_question=args.corruptions_per_question,
                            memory_fraction=args.memory_fraction, follow_up_fraction=args.follow_up_fraction,
-                           values=args.values)
+                           values=args.values, held_out_databases=args.held_out_databases)
     card = build_dataset(args.out, options, receipts=args.negatives_from, generator_spec=args.generate_negatives,
                          negatives_limit=args.negatives_limit, judge_spec=args.judge, progress=not args.quiet)
     summary = {k: card[k] for k in ("examples", "counts", "dropped", "missing_databases")}

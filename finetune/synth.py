@@ -86,6 +86,9 @@ class SynthOptions:
     # every schema text shows the question's words matched to stored values, as the pipeline's `values`
     # stage (in the default stages) shows them: matched values first among their columns' examples
     values: bool = True
+    # databases kept out of the data, seeded: their questions go to held_out.json, a tuning set from Spider
+    # train that no training item has shown (Spider dev is for reporting, never for choosing)
+    held_out_databases: int = 0
     memory_fraction: float = 1 / 3
     # questions that also get a TS item (kind reduced_follow_up) asked after another question of the database
     # whose SQL theirs extends, with its gold SQL and columns, as the pipeline asks a follow-up (followups.py)
@@ -447,8 +450,11 @@ def build_dataset(out_dir: Path, options: SynthOptions, *, examples: Sequence[Ex
 
     started = time.time()
     everything = list(examples) if examples is not None else load_spider("spider-train")
-    chosen = choose(everything, options.limit, options.seed)
+    held = held_out(everything, options.held_out_databases, options.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _write_held_out(out_dir / HELD_OUT_FILE, [ex for ex in everything if ex.db_id in held])
+    everything = [ex for ex in everything if ex.db_id not in held]  # not even as another question's memory
+    chosen = choose(everything, options.limit, options.seed)
 
     model_candidates: dict[int, list[str]] = {}
     receipt_stats: dict[str, int] = {}
@@ -488,8 +494,30 @@ def build_dataset(out_dir: Path, options: SynthOptions, *, examples: Sequence[Ex
 
     card = _card(out_dir, options, everything, chosen, synth, receipts, receipt_stats, generator_spec,
                  negatives_limit if generator_spec else 0, judge_spec, time.time() - started)
+    card["held_out"] = {"databases": sorted(held), "questions": len(json.loads((out_dir / HELD_OUT_FILE).read_text())),
+                        "file": HELD_OUT_FILE}
     (out_dir / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return card
+
+
+HELD_OUT_FILE = "held_out.json"
+
+
+def held_out(examples: Sequence[Example], n: int, seed: int) -> set[str]:
+    """`n` databases, a seeded choice among those with questions and a file."""
+    candidates = sorted({ex.db_id for ex in examples if ex.question is not None and ex.db_path is not None})
+    if n <= 0:
+        return set()
+    if n >= len(candidates):
+        raise ValueError(f"--held-out-databases {n}: only {len(candidates)} databases have questions")
+    return set(random.Random(f"{seed}:held-out").sample(candidates, n))
+
+
+def _write_held_out(path: Path, examples: Sequence[Example]) -> None:
+    """Spider's own record shape: `routesh-eval --data FILE --db-dir ../shared/data/spider/database` asks them."""
+    records = [{"db_id": ex.db_id, "question": ex.question, "query": ex.gold_sql}
+               for ex in examples if ex.question is not None and ex.db_path is not None]
+    path.write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def _card(out_dir: Path, options: SynthOptions, everything: Sequence[Example], chosen: Sequence[Example],

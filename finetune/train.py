@@ -63,6 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full", action="store_true", help="train every weight instead of a LoRA adapter")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUT/checkpoints")
     p.add_argument("--tasks", default=",".join(TASKS), help="which task files to train on (default all four)")
+    p.add_argument("--kinds", default="", metavar="TASK:KIND,...",
+                   help="keep only these kinds of the tasks they name (ts:reduced,sl:gold: TS on the reduced schema "
+                        "only, and SL); a task not named keeps every kind (finetune/README.md lists the kinds)")
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--lora-layers", type=int, metavar="N",
                    help="LoRA on the top N transformer layers only (default: all): the backward pass stops below them")
@@ -124,17 +127,35 @@ def encode(tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[list[int
     return prompt_ids + completion_ids, [-100] * len(prompt_ids) + completion_ids
 
 
+def parse_kinds(text: str, tasks: Sequence[str]) -> dict[str, set[str]]:
+    """--kinds: task → the kinds kept of it (a task absent from the result keeps every kind)."""
+    kinds: dict[str, set[str]] = {}
+    for entry in (e.strip() for e in text.split(",") if e.strip()):
+        task, _, kind = entry.partition(":")
+        if task not in tasks or not kind:
+            raise ValueError(f"--kinds: {entry!r} is not TASK:KIND with TASK one of {', '.join(tasks)}")
+        kinds.setdefault(task, set()).add(kind)
+    return kinds
+
+
 def load_examples(data_dir: Path, tasks: Sequence[str], tokenizer: Any, max_length: int, *,
-                  progress: bool) -> tuple[list[Encoded], dict[str, Any]]:
+                  progress: bool, kinds: dict[str, set[str]] | None = None) -> tuple[list[Encoded], dict[str, Any]]:
     from tqdm import tqdm
 
+    kinds = kinds or {}
     records = []
     for task in tasks:
         path = data_dir / f"{task}.jsonl"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file (make it with `python -m finetune data --out {data_dir}`)")
         with path.open(encoding="utf-8") as handle:
-            records += [json.loads(line) for line in handle if line.strip()]
+            found = [json.loads(line) for line in handle if line.strip()]
+        if task in kinds:
+            unknown = kinds[task] - {rec["kind"] for rec in found}
+            if unknown:
+                raise ValueError(f"--kinds: {path} has no {task} items of kind {', '.join(sorted(unknown))}")
+            found = [rec for rec in found if rec["kind"] in kinds[task]]
+        records += found
     examples, too_long = [], {t: 0 for t in tasks}
     for rec in tqdm(records, desc="tokenizing", unit="ex", disable=not progress, leave=False):
         ids, labels = encode(tokenizer, rec["messages"])
@@ -290,6 +311,7 @@ def run(args: argparse.Namespace) -> int:
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     if not tasks or set(tasks) - set(TASKS):
         raise ValueError(f"--tasks takes some of {', '.join(TASKS)}")
+    kinds = parse_kinds(args.kinds, tasks)
     if args.batch_size < 1 or args.grad_accum < 1:
         raise ValueError("--batch-size and --grad-accum must be at least 1")
     if args.stop_after_steps is not None and args.stop_after_steps < 1:
@@ -324,7 +346,7 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    examples, data_stats = load_examples(args.data, tasks, tokenizer, args.max_length, progress=progress)
+    examples, data_stats = load_examples(args.data, tasks, tokenizer, args.max_length, progress=progress, kinds=kinds)
     if not examples:
         raise ValueError(f"no training examples in {args.data} (tasks {', '.join(tasks)}, max length {args.max_length})")
     # the model: LoRA weights are kept in float32 by peft; the frozen base may be bf16

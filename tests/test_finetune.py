@@ -342,6 +342,50 @@ def test_same_seed_same_files(tmp_path, capsys):
     assert printed["counts"] == card_a["counts"]
 
 
+def test_held_out_databases_are_left_out_of_every_item_and_written_as_a_tuning_set(tmp_path):
+    from routesh.evaluate.datasets import load_file
+
+    pool = [ex for ex in spider_train()[:400] if ex.question is not None]  # a few databases' questions
+    out = tmp_path / "held"
+    card = build_dataset(out, SynthOptions(seed=0, held_out_databases=2, memory_fraction=1.0), examples=pool,
+                         progress=False)
+    held = set(card["held_out"]["databases"])
+    assert len(held) == 2 and card["held_out"]["questions"] == sum(ex.db_id in held for ex in pool)
+    for task in ("ts", "sl", "nc", "cw"):
+        assert not any(r["db_id"] in held for r in records(out, task))
+    assert card["examples"]["considered"] == sum(ex.db_id not in held for ex in pool)
+    asked = load_file(out / "held_out.json", db_dir=SPIDER / "database")  # what routesh-eval --data FILE reads
+    assert {ex.db_id for ex in asked} == held and all(ex.db_path is not None and ex.gold_sql for ex in asked)
+    again = build_dataset(tmp_path / "again", SynthOptions(seed=0, held_out_databases=2), examples=pool,
+                          progress=False)
+    assert again["held_out"]["databases"] == card["held_out"]["databases"]  # seeded
+    with pytest.raises(ValueError, match="only .* databases have questions"):
+        build_dataset(tmp_path / "all", SynthOptions(seed=0, held_out_databases=999), examples=pool, progress=False)
+
+
+def test_kinds_keep_only_the_named_kinds_of_their_task(dataset):
+    from finetune.train import load_examples, parse_kinds
+
+    class Chars:  # a tokenizer stand-in: the chat template is not what this test is about
+        eos_token = "."
+
+        def apply_chat_template(self, messages, add_generation_prompt=False, tokenize=False):
+            return "".join(f"<{m['role']}>{m['content']}" for m in messages) + ("<assistant>" * add_generation_prompt)
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [ord(c) % 256 for c in text]}
+
+    kinds = parse_kinds("ts:reduced", ("ts", "sl"))
+    examples, stats = load_examples(dataset, ("ts", "sl"), Chars(), 10**6, progress=False, kinds=kinds)
+    reduced = sum(r["kind"] == "reduced" for r in records(dataset, "ts"))
+    assert stats["per_task"] == {"ts": reduced, "sl": len(records(dataset, "sl"))}
+    for bad in ("nc:gold", "ts", "ts:"):
+        with pytest.raises(ValueError, match="--kinds"):
+            parse_kinds(bad, ("ts", "sl"))
+    with pytest.raises(ValueError, match="has no ts items of kind reduce"):
+        load_examples(dataset, ("ts",), Chars(), 10**6, progress=False, kinds=parse_kinds("ts:reduce", ("ts",)))
+
+
 def test_card_counts_missing_databases_and_train_others():
     synth = Synthesizer(SynthOptions())
     try:
