@@ -465,8 +465,8 @@ def run(args: argparse.Namespace) -> int:
                 # the data loader's iterator draws from the global generator)
                 set_seed(args.seed + 7919 * state["step"] + accelerator.process_index)
             with accelerator.accumulate(model):
-                out = model(**batch)
-                accelerator.backward(out.loss)
+                loss = learned_loss(model, batch)
+                accelerator.backward(loss)
                 if not step_if_finite(accelerator, model, optimizer, args.max_grad_norm):
                     state["skipped"].append(state["step"] + 1)
                     if len(state["skipped"]) > max(3, total_steps // 20):
@@ -475,7 +475,7 @@ def run(args: argparse.Namespace) -> int:
                 scheduler.step()
                 optimizer.zero_grad()
             state["batch_in_epoch"] += 1
-            step_loss += out.loss.detach().float()
+            step_loss += loss.detach().float()
             step_micro += 1
             if not accelerator.sync_gradients:
                 continue
@@ -538,6 +538,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"trained {state['step']} steps{skipped} in {seconds:.0f} s: loss {first:.4f} → {last:.4f}; "
               f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def learned_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """What `model(**batch).loss` is (the mean cross-entropy over the learned tokens), with the vocabulary
+    projection made only at the positions that predict a learned token. About one token in ten is learned, and
+    the full logits of a 2048-token pack (151,936 columns each) cost on a CPU about as much as the rest of the
+    forward and backward together (docs/benchmarks.md)."""
+    import torch.nn.functional as F
+
+    targets = batch["labels"][:, 1:]  # position p predicts token p + 1
+    positions = (targets != -100).any(dim=0).nonzero().squeeze(-1)
+    out = model(**{k: v for k, v in batch.items() if k != "labels"}, logits_to_keep=positions)
+    logits = out.logits.float()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets[:, positions].reshape(-1), ignore_index=-100)
 
 
 def step_if_finite(accelerator: Any, model: Any, optimizer: Any, max_grad_norm: float) -> bool:

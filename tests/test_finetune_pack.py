@@ -7,7 +7,7 @@ import pytest
 
 from finetune.pack import PAD, PREFIX, attention_mask, build_pack, collate_packs, pack_examples, packing_stats, \
     prompt_length
-from finetune.train import Encoded, encode
+from finetune.train import Encoded, encode, learned_loss
 
 
 def example(prompt: list[int], reply: list[int]) -> Encoded:
@@ -100,6 +100,30 @@ SCHEMA = ("CREATE TABLE singer (\n  singer_id INTEGER PRIMARY KEY,\n  name TEXT,
 
 
 @pytest.mark.model
+def test_the_loss_with_logits_only_where_learned_is_the_models_own_and_so_is_its_gradient(small_model):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from finetune.train import collate
+
+    folder, tokenizer = small_model
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    examples = [Encoded(*encode(tokenizer, chat(SCHEMA, q, a)), "ts") for q, a in [
+        ("How many singers are there?", "SELECT count(*) FROM singer"),  # rows of different lengths: padding,
+        ("List the names of singers from France, oldest first.",  # and their learned tokens at other positions
+         "SELECT name FROM singer WHERE country = 'France' ORDER BY age DESC")]]
+    batch = collate(tokenizer.pad_token_id)(examples)
+    grads = []
+    for loss_of in (lambda: model(**batch).loss, lambda: learned_loss(model, batch)):
+        model.zero_grad()
+        loss = loss_of()
+        loss.backward()
+        grads.append((loss.detach(), model.model.layers[-1].mlp.down_proj.weight.grad.clone()))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.model
 @pytest.mark.parametrize("implementation", ["sdpa", "eager"])
 def test_a_pack_gives_each_member_the_loss_it_has_alone(small_model, implementation):
     import torch
@@ -128,8 +152,11 @@ def test_a_pack_gives_each_member_the_loss_it_has_alone(small_model, implementat
         out = model(**batch)
         packed = token_losses(out.logits, batch["labels"])
     torch.testing.assert_close(packed, torch.cat(alone), rtol=1e-4, atol=1e-4)
-    # what the training loop takes: the mean over the learned tokens, as for the examples in one batch
+    # what the training loop takes: the mean over the learned tokens, as for the examples in one batch, with
+    # the vocabulary projection only where a token is learned
     torch.testing.assert_close(out.loss, torch.cat(alone).mean(), rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(learned_loss(model, batch), out.loss, rtol=1e-5, atol=1e-5)
     # and without the mask the members would see each other: the check above is not vacuous
     with torch.no_grad():
         unmasked = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
