@@ -107,6 +107,41 @@ def test_lora_adapter_applies(folder, tmp_path):
     assert adapted != base
 
 
+def test_every_adapter_mode_computes_what_peft_computes_and_unfolds_to_the_base(folder, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from routesh.engine.lora import MODES
+
+    engine = TransformersEngine(folder, name=TEST_MODEL, dtype="float32")
+    model = AutoModelForCausalLM.from_pretrained(engine.folder)
+    config = LoraConfig(r=8, lora_alpha=32, target_modules="all-linear", init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(tmp_path / "plain")
+    config = LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj"], init_lora_weights=False, use_dora=True)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(engine.folder), config).save_pretrained(tmp_path / "dora")
+    ids = torch.tensor([engine.tokenizer("SELECT name FROM singer WHERE age > 30")["input_ids"]])
+
+    def logits():
+        with torch.no_grad():
+            return engine.model(input_ids=ids).logits
+
+    base = logits()
+    out = {}
+    for mode in MODES:
+        engine.apply_adapter(tmp_path / "plain", mode)
+        assert engine.adapter_mode == mode
+        out[mode] = logits()
+        engine.apply_adapter(tmp_path / "dora", mode)  # more than plain LoRA: peft, whatever the mode
+        assert engine.adapter_mode == "peft"
+        engine._drop_adapter()
+        torch.testing.assert_close(logits(), base, rtol=0, atol=0)  # the base model, exactly as it was
+    assert not torch.allclose(out["peft"], base, atol=1e-2)
+    for mode in MODES[1:]:  # in float32 even the merged-into-the-weights mode keeps the whole update
+        torch.testing.assert_close(out[mode], out["peft"], rtol=1e-3, atol=1e-3)
+    engine.close()
+
+
 def test_cancel_from_another_thread(engine):
     threading.Timer(0.5, engine.cancel).start()
     with pytest.raises(GenerationCancelled):

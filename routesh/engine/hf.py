@@ -36,6 +36,7 @@ _MIN_PREFIX_TOKENS = 16  # shorter shared prefixes are not worth caching
 MAX_BATCH_ROWS = 16  # rows decoding at once; past this on a CPU a step costs more than it saves
 MAX_BATCH_TOKENS = 64 * 1024  # rows × padded length: bounds the memory of the batch's cache
 STEP_TOKENS = 96  # rows × tokens fed in one step, drafts included: past this a step costs more than one
+ADAPTER_MODE = "peft"  # how a LoRA adapter is applied (engine/lora.py; docs/benchmarks.md compares the modes)
 
 
 @dataclass
@@ -103,7 +104,7 @@ class TransformersEngine:
     backend = "transformers"
 
     def __init__(self, folder: Path | str, *, name: str | None = None, device: str | None = None,
-                 dtype: str | None = None, adapter: str | Path | None = None,
+                 dtype: str | None = None, adapter: str | Path | None = None, adapter_mode: str = ADAPTER_MODE,
                  prefix_cache_bytes: int = DEFAULT_BYTES, max_batch_rows: int = MAX_BATCH_ROWS,
                  max_batch_tokens: int = MAX_BATCH_TOKENS):
         import torch
@@ -126,6 +127,8 @@ class TransformersEngine:
         self.base_model = model.to(self.device).eval()
         self.model = self.base_model
         self.adapter: Path | None = None
+        self.adapter_mode: str | None = None  # how the adapter is applied (engine/lora.py)
+        self._folded: dict[str, Any] | None = None  # the Linears a folded adapter replaced
         self._eos = set(_as_list(model.generation_config.eos_token_id)) | {self.tokenizer.eos_token_id}
         self._prefix_cache = PrefixCache(prefix_cache_bytes)
         self.max_batch_rows, self.max_batch_tokens = max_batch_rows, max_batch_tokens
@@ -140,20 +143,31 @@ class TransformersEngine:
         self._worker: threading.Thread | None = None
         self.stats = EngineStats()
         if adapter:
-            self.apply_adapter(adapter)
+            self.apply_adapter(adapter, adapter_mode)
 
     # ---- adapters -----------------------------------------------------------------------------------
 
-    def apply_adapter(self, path: str | Path) -> None:
-        """Put a LoRA adapter (a peft folder) on top of the base model, replacing any earlier one."""
+    def apply_adapter(self, path: str | Path, mode: str = ADAPTER_MODE) -> None:
+        """Put a LoRA adapter (a peft folder) on top of the base model, replacing any earlier one; `mode` says
+        how (engine/lora.py). An adapter that is more than plain LoRA goes through peft whatever the mode."""
         from peft import PeftModel
+
+        from routesh.engine import lora
 
         with self._model_lock:
             self._drop_adapter()
             try:
-                with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours to fix
-                    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-                    self._use(PeftModel.from_pretrained(self.base_model, str(path)).eval())
+                weights = lora.read_plain(Path(path)) if mode != "peft" else None
+                if weights is not None:
+                    self._folded = lora.fold(self.base_model, weights, mode)
+                    self._use(self.base_model)
+                    self.adapter_mode = mode
+                else:
+                    with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours
+                        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                                                category=FutureWarning)
+                        self._use(PeftModel.from_pretrained(self.base_model, str(path)).eval())
+                    self.adapter_mode = "peft"
             except Exception as err:
                 raise ModelError(f"cannot apply the adapter in {path}: {type(err).__name__}: {err}") from None
             self.adapter = Path(path)
@@ -161,9 +175,15 @@ class TransformersEngine:
     def _drop_adapter(self) -> None:
         if self.adapter is None:
             return
-        self.base_model = self.model.unload()  # peft's LoRA layers out, base weights untouched
+        if self._folded is not None:
+            from routesh.engine import lora
+
+            lora.unfold(self.base_model, self._folded)
+            self._folded = None
+        else:
+            self.base_model = self.model.unload()  # peft's LoRA layers out, base weights untouched
         self._use(self.base_model)
-        self.adapter = None
+        self.adapter = self.adapter_mode = None
 
     def _use(self, model: Any) -> None:
         self.model = model
