@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -66,6 +67,8 @@ def main() -> int:
                 tokens[mode] += out.output_tokens
                 answers.append(out.text)
             replies.setdefault(mode, answers)
+            print(f"round {round_ + 1}, {mode}: median {statistics.median(seconds[mode]):.2f} s", file=sys.stderr,
+                  flush=True)
     weights = read_plain(adapter)
     engine._drop_adapter()
     lost = rounding_error(weights, engine.base_model) if weights else float("nan")
