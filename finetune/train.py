@@ -496,7 +496,7 @@ def run(args: argparse.Namespace) -> int:
             stopping = bool(args.stop_after_steps) and state["step"] - first_step >= args.stop_after_steps
             due = stopping or (args.save_every and state["step"] % args.save_every == 0)
             if due and state["step"] < total_steps:
-                _checkpoint(accelerator, args, state, use_deepspeed, time.time() - run_started)
+                _checkpoint(accelerator, model, args, state, use_deepspeed, time.time() - run_started)
                 if stopping:
                     if is_main:
                         print(f"stopped after step {state['step']} of {total_steps}; continue with --resume",
@@ -684,11 +684,15 @@ def _lora_only_checkpoints(accelerator: Any) -> None:
     accelerator.register_save_state_pre_hook(keep_trainable)
 
 
-def _checkpoint(accelerator: Any, args: argparse.Namespace, state: dict[str, Any], use_deepspeed: bool,
+def _checkpoint(accelerator: Any, model: Any, args: argparse.Namespace, state: dict[str, Any], use_deepspeed: bool,
                 seconds: float) -> None:
     folder = args.out / "checkpoints" / f"step-{state['step']}"
     kwargs = {"exclude_frozen_parameters": True} if use_deepspeed and not args.full else {}
     accelerator.save_state(str(folder), **kwargs)
+    if accelerator.is_main_process and not args.full and not use_deepspeed:
+        # the adapter as it stands, a peft folder: a run's progress can be measured while it goes on
+        # (routesh-eval --adapter OUT/checkpoints/step-N/adapter)
+        accelerator.unwrap_model(model).save_pretrained(str(folder / "adapter"))
     if accelerator.is_main_process:
         saved = dict(state, seconds_before=state["seconds_before"] + seconds)
         (folder / STATE_FILE).write_text(json.dumps(saved) + "\n")  # written last: its presence means "whole"

@@ -500,6 +500,7 @@ def test_training_stopped_and_resumed_ends_where_one_uninterrupted_run_ends(data
     assert first.returncode == 0, first.stderr[-3000:]
     assert "stopped after step 3 of 6; continue with --resume" in first.stderr
     assert (sliced / "checkpoints" / "step-3" / "finetune_state.json").is_file()
+    assert (sliced / "checkpoints" / "step-3" / "adapter" / "adapter_config.json").is_file()  # measurable mid-run
     assert not (sliced / "adapter_model.safetensors").exists()  # no adapter from a run that did not finish
     rest = train_small(data, sliced, "--steps", "6", "--resume")
     assert rest.returncode == 0, rest.stderr[-3000:]
