@@ -26,16 +26,19 @@ __all__ = [
 ]
 
 BACKENDS = ("auto", "transformers", "vllm")
+ADAPTER_MODES = ("peft", "side", "merged-fp32", "merged-bf16")  # how a LoRA adapter is applied (engine/lora.py)
 
 
 def load_engine(spec: str | None = None, *, backend: str = "auto", adapter: str | Path | None = None,
                 device: str | None = None, dtype: str | None = None, tensor_parallel_size: int = 1,
-                progress: bool = True, concurrency: int | None = None, notify: Notify | None = None) -> Engine:
+                progress: bool = True, concurrency: int | None = None, notify: Notify | None = None,
+                adapter_mode: str | None = None) -> Engine:
     """Load the model `spec` names (see models.resolve). An http(s) URL talks to a server; anything
     else runs in this process, with vLLM when `backend` is "vllm" or ("auto" and a GPU and vLLM are
     present), else with transformers. `concurrency` is for a server: the most requests in flight at
     once, all calling threads together (None: OpenAIEngine's default); an engine in this process batches
-    concurrent calls itself. `notify` receives one-line notices (a damaged cache rebuilt); None: stderr."""
+    concurrent calls itself. `notify` receives one-line notices (a damaged cache rebuilt); None: stderr.
+    `adapter_mode`: how the transformers engine applies the adapter (engine/lora.py; None: its default)."""
     if backend not in BACKENDS:
         raise ModelError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
     source = resolve(spec)
@@ -52,9 +55,10 @@ def load_engine(spec: str | None = None, *, backend: str = "auto", adapter: str 
 
         return VLLMEngine(str(folder), name=source.name, adapter=str(adapter) if adapter else None,
                           tensor_parallel_size=tensor_parallel_size)
-    from routesh.engine.hf import TransformersEngine
+    from routesh.engine.hf import ADAPTER_MODE, TransformersEngine
 
-    return TransformersEngine(folder, name=source.name, device=device, dtype=dtype, adapter=adapter)
+    return TransformersEngine(folder, name=source.name, device=device, dtype=dtype, adapter=adapter,
+                              adapter_mode=adapter_mode or ADAPTER_MODE)
 
 
 def _vllm_usable() -> bool:

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-MODES = ("peft", "side", "merged-fp32", "merged-bf16")
+from routesh.engine import ADAPTER_MODES as MODES
+
 _PREFIX = "base_model.model."  # peft's names for the wrapped model's modules
 _UNSUPPORTED = ("use_dora", "modules_to_save", "layer_replication", "rank_pattern", "alpha_pattern", "lora_bias",
                 "trainable_token_indices", "target_parameters")

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from routesh.cancel import ignore_further_interrupts
 from routesh.db.dsn import redact
-from routesh.engine import BACKENDS
+from routesh.engine import ADAPTER_MODES, BACKENDS
 from routesh.errors import RoutesError, UsageError
 from routesh.logs import keep_libraries_quiet
 from routesh.evaluate.datasets import CONTEXTS, DATA_SETS, DEFOG_SETS, Example, load_data
@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="as routesh --model (default: the embedded model)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--adapter", help="a LoRA adapter folder to apply to the model")
+    parser.add_argument("--adapter-mode", choices=ADAPTER_MODES,
+                        help="how the adapter is applied in this process: peft's layers, a side path, or merged "
+                             "into the weights (float32 or bf16; docs/benchmarks.md compares them)")
     parser.add_argument("--stages", default=DEFAULT_STAGES,
                         help="collaboration stages besides text-to-SQL: 'ts' alone is plain prompting, 'sl,nc,cw' ROUTE's "
                              f"own (default {DEFAULT_STAGES}: every stage, as the shell)")
@@ -184,7 +187,7 @@ def _evaluate(args: argparse.Namespace, admin_dsn: str | None) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         # a server gets two requests in flight per question (linking and the pseudo-SQL go together)
         engine = load_engine(args.model, backend=args.backend, adapter=args.adapter,
-                             concurrency=max(8, 2 * args.jobs))
+                             concurrency=max(8, 2 * args.jobs), adapter_mode=args.adapter_mode)
         print(f"{args.data}: {len(examples)} questions"
               + (f" ({skipped} in the set have no database or question here and are never asked)" if skipped else "")
               + f"; model {engine.name}" + (f" + adapter {args.adapter}" if args.adapter else "")
