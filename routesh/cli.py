@@ -123,7 +123,8 @@ def model_info(spec: str | None, *, backend: str) -> int:
                                 GenerationParams(max_new_tokens=24))[0]
     finally:
         engine.close()
-    details = ", ".join(str(v) for v in (getattr(engine, "device", None), getattr(engine, "dtype", None)) if v)
+    details = ", ".join(str(v) for v in (getattr(engine, "device", None), getattr(engine, "dtype", None),
+                                         getattr(engine, "quantization", None)) if v)
     print(f"model:   {engine.name}")
     adapter = getattr(engine, "adapter", None)
     if adapter:

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from routesh.engine import ChatRequest, GenerationParams, load_engine
-from routesh.errors import GenerationCancelled
+from routesh.errors import GenerationCancelled, ModelError
 from routesh.engine.hf import TransformersEngine
 from routesh.engine.models import TEST_MODEL, materialize
 
@@ -139,6 +139,21 @@ def test_every_adapter_mode_computes_what_peft_computes_and_unfolds_to_the_base(
     assert not torch.allclose(out["peft"], base, atol=1e-2)
     for mode in MODES[1:]:  # in float32 even the merged-into-the-weights mode keeps the whole update
         torch.testing.assert_close(out[mode], out["peft"], rtol=1e-3, atol=1e-3)
+    engine.close()
+
+
+def test_int8_weights_answer_and_refuse_an_adapter_in_one_line(folder, tmp_path):
+    import torch
+
+    engine = TransformersEngine(folder, name=TEST_MODEL, dtype="int8")
+    assert engine.quantization == "int8" and engine.dtype == torch.float32
+    linear = engine.base_model.model.layers[0].mlp.down_proj
+    assert type(linear).__module__.startswith("torch.ao.nn.quantized.dynamic") and linear.weight().dtype == torch.qint8
+    assert linear.weight().qscheme() == torch.per_channel_affine
+    out = engine.generate(requests([QUESTIONS[1]]), GenerationParams(max_new_tokens=20))[0]
+    assert out.output_tokens > 0 and out.text.strip()
+    with pytest.raises(ModelError, match="an adapter cannot be applied to the int8 model"):
+        engine.apply_adapter(tmp_path)
     engine.close()
 
 

@@ -114,7 +114,9 @@ class TransformersEngine:
         self.folder = Path(folder)
         self.name = name or self.folder.name
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.dtype = _pick_dtype(torch, dtype, self.device)
+        # "int8": float32 weights, then every Linear quantized per output channel (dynamic: activations in float)
+        self.quantization = "int8" if dtype == "int8" else None
+        self.dtype = torch.float32 if self.quantization else _pick_dtype(torch, dtype, self.device)
         quiet_transformers()  # no progress bar or chatter on the shell's screen
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
@@ -125,6 +127,8 @@ class TransformersEngine:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.base_model = model.to(self.device).eval()
+        if self.quantization:
+            self.base_model = _int8(self.base_model)
         self.model = self.base_model
         self.adapter: Path | None = None
         self.adapter_mode: str | None = None  # how the adapter is applied (engine/lora.py)
@@ -154,6 +158,8 @@ class TransformersEngine:
 
         from routesh.engine import lora
 
+        if self.quantization:
+            raise ModelError(f"an adapter cannot be applied to the {self.quantization} model; load it in bf16 or float32")
         with self._model_lock:
             self._drop_adapter()
             try:
@@ -424,6 +430,16 @@ def _cache_of(layers: list[tuple[Any, Any]]) -> Any:
     from transformers import DynamicCache
 
     return DynamicCache(ddp_cache_data=layers)
+
+
+def _int8(model: Any) -> Any:
+    """Every Linear's weights in int8, one scale per output channel; activations quantized on the fly."""
+    import torch
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():  # torch says these APIs move to torchao; they work in the pinned torch
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
 def _pick_dtype(torch: Any, dtype: str | None, device: str) -> Any:

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="as routesh --model (default: the embedded model)")
     parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--adapter", help="a LoRA adapter folder to apply to the model")
+    parser.add_argument("--dtype", choices=("bfloat16", "float32", "int8"),
+                        help="the weights in this process (default: bf16 where the CPU has bf16 instructions or on a "
+                             "GPU, else float32); int8: every Linear quantized per output channel")
     parser.add_argument("--adapter-mode", choices=ADAPTER_MODES,
                         help="how the adapter is applied in this process: peft's layers, a side path, or merged "
                              "into the weights (float32 or bf16; docs/benchmarks.md compares them)")
@@ -187,7 +190,7 @@ def _evaluate(args: argparse.Namespace, admin_dsn: str | None) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         # a server gets two requests in flight per question (linking and the pseudo-SQL go together)
         engine = load_engine(args.model, backend=args.backend, adapter=args.adapter,
-                             concurrency=max(8, 2 * args.jobs), adapter_mode=args.adapter_mode)
+                             concurrency=max(8, 2 * args.jobs), adapter_mode=args.adapter_mode, dtype=args.dtype)
         print(f"{args.data}: {len(examples)} questions"
               + (f" ({skipped} in the set have no database or question here and are never asked)" if skipped else "")
               + f"; model {engine.name}" + (f" + adapter {args.adapter}" if args.adapter else "")
