@@ -43,8 +43,8 @@ from sqlglot.tokens import TokenType
 import routesh.prompts
 from routesh import prompts
 from routesh.db.schema import Schema
-from routesh.db.values import ValueIndex
 from routesh.db.sqlite import SqliteDatabase
+from routesh.db.values import ValueIndex
 from routesh.engine.base import ChatRequest, Engine, GenerationParams
 from routesh.evaluate.datasets import Example, data_dir, load_spider
 from routesh.evaluate.loo import leave_one_out
@@ -81,14 +81,14 @@ class SynthOptions:
     corruptions_per_question: int = 1  # NC negatives made from the gold, per question
     corruption_tries: int = 6  # corruptions executed at most per question to find them
     corruption_timeout: float = 2.0  # seconds; a corruption that runs longer is discarded, never used
-    # questions that also get a TS item (kind reduced_memory) showing remembered queries, as the pipeline shows
-    # them: the other questions of the database, leave one out, the pipeline's K most similar by BM25
     # every schema text shows the question's words matched to stored values, as the pipeline's `values`
     # stage (in the default stages) shows them: matched values first among their columns' examples
     values: bool = True
     # databases kept out of the data, seeded: their questions go to held_out.json, a tuning set from Spider
     # train that no training item has shown (Spider dev is for reporting, never for choosing)
     held_out_databases: int = 0
+    # questions that also get a TS item (kind reduced_memory) showing remembered queries, as the pipeline shows
+    # them: the other questions of the database, leave one out, the pipeline's K most similar by BM25
     memory_fraction: float = 1 / 3
     # questions that also get a TS item (kind reduced_follow_up) asked after another question of the database
     # whose SQL theirs extends, with its gold SQL and columns, as the pipeline asks a follow-up (followups.py)

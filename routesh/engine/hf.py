@@ -159,7 +159,8 @@ class TransformersEngine:
         from routesh.engine import lora
 
         if self.quantization:
-            raise ModelError(f"an adapter cannot be applied to the {self.quantization} model; load it in bf16 or float32")
+            raise ModelError(f"an adapter cannot be applied to the {self.quantization} model; "
+                             "load the model in bf16 or float32")
         with self._model_lock:
             self._drop_adapter()
             try:

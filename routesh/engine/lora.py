@@ -42,10 +42,10 @@ def read_plain(path: Path) -> LoraWeights | None:
     config = json.loads((path / "adapter_config.json").read_text())
     if config.get("peft_type") != "LORA" or any(config.get(key) for key in _UNSUPPORTED):
         return None
-    files = [path / "adapter_model.safetensors"]
-    if not files[0].is_file():
+    weights_file = path / "adapter_model.safetensors"
+    if not weights_file.is_file():  # an older peft's .bin: peft reads it
         return None
-    tensors = load_file(str(files[0]))
+    tensors = load_file(str(weights_file))
     r, alpha = config["r"], config["lora_alpha"]
     scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
     pairs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -66,26 +66,35 @@ def fold(model: Any, weights: LoraWeights, mode: str) -> dict[str, Any]:
     if mode not in MODES[1:]:
         raise ValueError(f"unknown adapter mode {mode!r}; choose {', '.join(MODES)}")
     originals: dict[str, Any] = {}
-    for name, (a, b) in weights.pairs.items():
-        linear = model.get_submodule(name)
-        if not isinstance(linear, torch.nn.Linear):
-            raise ValueError(f"{name} is a {type(linear).__name__}, not a Linear")
-        weight = linear.weight
-        if mode == "side":
-            replacement: Any = _SideLoRA(linear, a.to(weight.dtype), (b.float() * weights.scale).to(weight.dtype))
-        else:
-            merged = weight.float() + weights.scale * (b.float() @ a.float())
-            if mode == "merged-fp32":
-                replacement = _Float32Linear(merged, None if linear.bias is None else linear.bias.float())
-            else:
-                replacement = torch.nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                                              device="meta")
-                replacement.weight = torch.nn.Parameter(merged.to(weight.dtype), requires_grad=False)
-                if linear.bias is not None:
-                    replacement.bias = linear.bias
-        originals[name] = linear
-        model.set_submodule(name, replacement)
+    try:
+        for name, (a, b) in weights.pairs.items():
+            originals[name] = _fold_one(model, name, a, b, weights.scale, mode)
+    except BaseException:
+        unfold(model, originals)  # all or nothing: never a half-adapted model
+        raise
     return originals
+
+
+def _fold_one(model: Any, name: str, a: torch.Tensor, b: torch.Tensor, scale: float, mode: str) -> Any:
+    """Replace the Linear `name` with its adapted form; returns the Linear replaced."""
+    linear = model.get_submodule(name)
+    if not isinstance(linear, torch.nn.Linear):
+        raise ValueError(f"{name} is a {type(linear).__name__}, not a Linear")
+    weight = linear.weight
+    if mode == "side":
+        replacement: Any = _SideLoRA(linear, a.to(weight.dtype), (b.float() * scale).to(weight.dtype))
+    else:
+        merged = weight.float() + scale * (b.float() @ a.float())
+        if mode == "merged-fp32":
+            replacement = _Float32Linear(merged, None if linear.bias is None else linear.bias.float())
+        else:
+            replacement = torch.nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                                          device="meta")
+            replacement.weight = torch.nn.Parameter(merged.to(weight.dtype), requires_grad=False)
+            if linear.bias is not None:
+                replacement.bias = linear.bias
+    model.set_submodule(name, replacement)
+    return linear
 
 
 def unfold(model: Any, originals: dict[str, Any]) -> None:
