@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from routesh.engine.base import ChatRequest, Completion, Engine, GenerationParams, Message
+from routesh.engine.base import ADAPTER_MODES, ChatRequest, Completion, Engine, GenerationParams, Message
 from routesh.errors import ModelError
 from routesh.engine.models import (
     BASE_MODEL,
@@ -20,13 +20,12 @@ from routesh.engine.models import (
 )
 
 __all__ = [
-    "BACKENDS", "BASE_MODEL", "CATALOG", "DEFAULT_MODEL", "ROUTE_MODEL", "TEST_MODEL", "ChatRequest", "Completion",
+    "ADAPTER_MODES", "BACKENDS", "BASE_MODEL", "CATALOG", "DEFAULT_MODEL", "ROUTE_MODEL", "TEST_MODEL", "ChatRequest", "Completion",
     "Engine", "GenerationParams", "Message", "ModelSource", "catalog_names",
     "load_engine", "resolve",
 ]
 
 BACKENDS = ("auto", "transformers", "vllm")
-ADAPTER_MODES = ("peft", "side", "merged-fp32", "merged-bf16")  # how a LoRA adapter is applied (engine/lora.py)
 
 
 def load_engine(spec: str | None = None, *, backend: str = "auto", adapter: str | Path | None = None,

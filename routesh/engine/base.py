@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, Protocol
 
+ADAPTER_MODES = ("peft", "side", "merged-fp32", "merged-bf16")  # how a LoRA adapter is applied (engine/lora.py)
+
 if TYPE_CHECKING:
     from routesh.cancel import CancelToken
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from routesh.engine import ADAPTER_MODES as MODES
+from routesh.engine.base import ADAPTER_MODES as MODES
 
 _PREFIX = "base_model.model."  # peft's names for the wrapped model's modules
 _UNSUPPORTED = ("use_dora", "modules_to_save", "layer_replication", "rank_pattern", "alpha_pattern", "lora_bias",
