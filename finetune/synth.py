@@ -452,7 +452,7 @@ def build_dataset(out_dir: Path, options: SynthOptions, *, examples: Sequence[Ex
     everything = list(examples) if examples is not None else load_spider("spider-train")
     held = held_out(everything, options.held_out_databases, options.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_held_out(out_dir / HELD_OUT_FILE, [ex for ex in everything if ex.db_id in held])
+    held_questions = _write_held_out(out_dir / HELD_OUT_FILE, [ex for ex in everything if ex.db_id in held])
     everything = [ex for ex in everything if ex.db_id not in held]  # not even as another question's memory
     chosen = choose(everything, options.limit, options.seed)
 
@@ -494,8 +494,7 @@ def build_dataset(out_dir: Path, options: SynthOptions, *, examples: Sequence[Ex
 
     card = _card(out_dir, options, everything, chosen, synth, receipts, receipt_stats, generator_spec,
                  negatives_limit if generator_spec else 0, judge_spec, time.time() - started)
-    card["held_out"] = {"databases": sorted(held), "questions": len(json.loads((out_dir / HELD_OUT_FILE).read_text())),
-                        "file": HELD_OUT_FILE}
+    card["held_out"] = {"databases": sorted(held), "questions": held_questions, "file": HELD_OUT_FILE}
     (out_dir / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return card
 
@@ -513,11 +512,13 @@ def held_out(examples: Sequence[Example], n: int, seed: int) -> set[str]:
     return set(random.Random(f"{seed}:held-out").sample(candidates, n))
 
 
-def _write_held_out(path: Path, examples: Sequence[Example]) -> None:
-    """Spider's own record shape: `routesh-eval --data FILE --db-dir ../shared/data/spider/database` asks them."""
+def _write_held_out(path: Path, examples: Sequence[Example]) -> int:
+    """Spider's own record shape: `routesh-eval --data FILE --db-dir ../shared/data/spider/database` asks them.
+    Returns how many were written."""
     records = [{"db_id": ex.db_id, "question": ex.question, "query": ex.gold_sql}
                for ex in examples if ex.question is not None and ex.db_path is not None]
     path.write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return len(records)
 
 
 def _card(out_dir: Path, options: SynthOptions, everything: Sequence[Example], chosen: Sequence[Example],

