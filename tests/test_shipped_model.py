@@ -42,7 +42,9 @@ def test_the_shipped_adapter_is_small_bf16_and_names_its_base():
     card = json.loads((SHIPPED.path / "card.json").read_text())
     assert card["base_model"] == BASE_MODEL
     assert card["trained_base"]["gguf_sha256"] == models.CATALOG[BASE_MODEL].sha256
-    assert card["data"]["card_sha256"] and len(card["loss_curve"]) == card["plan"]["schedule"]["steps"]
+    # a step per trained step: the planned steps, or fewer where --time-budget re-planned them
+    assert card["data"]["card_sha256"] and len(card["loss_curve"]) == card["hyperparameters"]["total_steps"]
+    assert card["hyperparameters"]["total_steps"] <= card["plan"]["schedule"]["steps"]
     size = (SHIPPED.path / "adapter_model.safetensors").stat().st_size
     assert size < 12_000_000, size  # a few MB, not a model
     rank = config["r"]
@@ -53,8 +55,12 @@ def test_the_shipped_adapter_is_small_bf16_and_names_its_base():
             tensor = f.get_tensor(key)
             assert str(tensor.dtype) == "torch.bfloat16"
             assert (tensor.shape[0] if ".lora_A." in key else tensor.shape[1]) == rank
-        # Qwen2.5-0.5B: 24 layers, hidden size 896; every linear layer of every block is adapted
-        assert {int(k.split(".layers.")[1].split(".")[0]) for k in keys} == set(range(24))
+        # Qwen2.5-0.5B: 24 layers, hidden size 896; every linear layer of the adapted blocks (all, or the top
+        # ones that `finetune train --lora-layers` names) is adapted
+        adapted = set(config.get("layers_to_transform") or range(24))
+        assert {int(k.split(".layers.")[1].split(".")[0]) for k in keys} == adapted
+        assert {k.split(".mlp.")[-1].split(".self_attn.")[-1].split(".lora_")[0] for k in keys} == {
+            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
         assert f.get_tensor(next(k for k in keys if "q_proj.lora_A" in k)).shape[1] == 896
 
 
