@@ -134,7 +134,7 @@ def test_every_adapter_mode_computes_what_peft_computes_and_unfolds_to_the_base(
         out[mode] = logits()
         engine.apply_adapter(tmp_path / "dora", mode)  # more than plain LoRA: peft, whatever the mode
         assert engine.adapter_mode == "peft"
-        engine._drop_adapter()
+        engine.remove_adapter()
         torch.testing.assert_close(logits(), base, rtol=0, atol=0)  # the base model, exactly as it was
     assert not torch.allclose(out["peft"], base, atol=1e-2)
     for mode in MODES[1:]:  # in float32 even the merged-into-the-weights mode keeps the whole update

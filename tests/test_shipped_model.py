@@ -120,11 +120,19 @@ def test_the_route_model_loads_with_the_adapter_and_it_changes_the_model(route_e
     request = ChatRequest.of(("user", "Write a SQLite query that counts the rows of the table singer."))
     text = engine.tokenizer.apply_chat_template(request.as_dicts(), add_generation_prompt=True, tokenize=False)
     ids = engine.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
-    with torch.no_grad():
-        adapted = engine.model(input_ids=ids).logits[0, -1].float()
-        with engine.model.disable_adapter():
-            base = engine.model(input_ids=ids).logits[0, -1].float()
+
+    def last_logits():
+        with torch.no_grad():
+            return engine.model(input_ids=ids).logits[0, -1].float()
+
+    adapted, mode = last_logits(), engine.adapter_mode
+    engine.remove_adapter()  # whatever the mode (peft's layers or merged weights), the bare base again
+    try:
+        base = last_logits()
+    finally:
+        engine.apply_adapter(SHIPPED.path, mode)
     assert (adapted - base).abs().max().item() > 0.05  # the adapter is live, not a no-op
+    torch.testing.assert_close(last_logits(), adapted)  # and applied again, the same model
 
 
 @pytest.mark.model

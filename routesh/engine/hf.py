@@ -179,6 +179,11 @@ class TransformersEngine:
                 raise ModelError(f"cannot apply the adapter in {path}: {type(err).__name__}: {err}") from None
             self.adapter = Path(path)
 
+    def remove_adapter(self) -> None:
+        """Back to the bare base model, exactly as it was loaded (a no-op without an adapter)."""
+        with self._model_lock:
+            self._drop_adapter()
+
     def _drop_adapter(self) -> None:
         if self.adapter is None:
             return
