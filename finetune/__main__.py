@@ -44,6 +44,9 @@ def _data_parser(sub: argparse._SubParsersAction) -> None:
                    help="the share of questions that also get a TS item with remembered queries (default 1/3)")
     p.add_argument("--follow-up-fraction", type=float, default=SynthOptions.follow_up_fraction,
                    help="the share of questions that also get a TS item asked as a follow-up (default 1/4)")
+    p.add_argument("--noisy-fraction", type=float, default=SynthOptions.noisy_fraction,
+                   help="the share of questions that also get a TS item on a reduced schema with extra tables, "
+                        "as linking leaves them (kind reduced_noisy; default 1/3)")
     p.add_argument("--corruptions-per-question", type=int, default=1)
     p.add_argument("--held-out-databases", type=int, default=0, metavar="N",
                    help="keep N seeded databases out of the data; their questions go to OUT/held_out.json, "
@@ -125,7 +128,7 @@ def _data(args: argparse.Namespace) -> int:
     schemas = tuple(s.strip() for s in args.ts_schemas.split(",") if s.strip())
     if not schemas or set(schemas) - {"full", "reduced"}:
         raise ValueError("--ts-schemas takes full, reduced or full,reduced")
-    for name in ("memory_fraction", "follow_up_fraction"):
+    for name in ("memory_fraction", "follow_up_fraction", "noisy_fraction"):
         if not 0 <= getattr(args, name) <= 1:
             raise ValueError(f"--{name.replace('_', '-')} must be between 0 and 1")
     if args.negatives_from is not None and not args.negatives_from.is_file():
@@ -134,7 +137,8 @@ def _data(args: argparse.Namespace) -> int:
                            cw_per_question=args.cw_per_question,
                            corruptions_per_question=args.corruptions_per_question,
                            memory_fraction=args.memory_fraction, follow_up_fraction=args.follow_up_fraction,
-                           values=args.values, held_out_databases=args.held_out_databases)
+                           noisy_fraction=args.noisy_fraction, values=args.values,
+                           held_out_databases=args.held_out_databases)
     card = build_dataset(args.out, options, receipts=args.negatives_from, generator_spec=args.generate_negatives,
                          negatives_limit=args.negatives_limit, judge_spec=args.judge, progress=not args.quiet)
     summary = {k: card[k] for k in ("examples", "counts", "dropped", "missing_databases")}

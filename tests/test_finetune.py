@@ -104,8 +104,9 @@ def test_every_task_has_well_formed_examples(dataset):
     assert card["examples"]["considered"] == len(INDICES) and card["examples"]["pairs_kept"] == len(INDICES)
     by_kind = dict(card["counts_by_kind"]["ts"])
     assert {k: by_kind.pop(k) for k in ("full", "reduced")} == {"full": len(INDICES), "reduced": len(INDICES)}
-    # a third of the questions that have neighbours in their database; a quarter whose SQL extends another's
-    assert set(by_kind) <= {"reduced_memory", "reduced_follow_up"}
+    # a third of the questions that have neighbours in their database; a quarter whose SQL extends another's;
+    # a third of those whose database has a table the gold does not use
+    assert set(by_kind) <= {"reduced_memory", "reduced_follow_up", "reduced_noisy"}
     assert card["counts_by_kind"]["nc"]["gold"] == len(INDICES)
     assert sum(n for k, n in card["counts_by_kind"]["nc"].items() if k in corrupt.KINDS) == len(INDICES)
     assert card["prompts"]["routesh.prompts sha256"] and card["sources"]["train_spider.json"]["sha256"]
@@ -606,6 +607,58 @@ def test_remembered_queries_in_training_are_what_the_pipeline_shows(tmp_path):
     Pipeline(engine, db, schema, options=TRAINED_STAGES, examples=leave_one_out(pool, "bm25")(ex)).ask(ex.question)
     generation = [request.as_dicts() for task, request in engine.calls if task == "ts"][1]
     assert prompt_of(rec) == generation and "Questions answered before on this database" in generation[1]["content"]
+
+
+def test_noisy_items_are_what_the_pipeline_asks_when_linking_names_tables_the_gold_does_not_use(tmp_path):
+    import random
+
+    from finetune.synth import distractors, usage_keep
+    from routesh.pipeline.linking import reduced_keep
+
+    out = tmp_path / "noisy"
+    build_dataset(out, SynthOptions(seed=0, noisy_fraction=1.0), examples=[spider_train()[i] for i in INDICES],
+                  progress=False)
+    noisy = [r for r in records(out, "ts") if r["kind"] == "reduced_noisy"]
+    assert len(noisy) >= len(INDICES) - 2  # all but questions using every table of their database
+    for rec in noisy[:4]:
+        ex = spider_train()[rec["source_index"]]
+        db, schema = open_db(ex.db_id)
+        gold = tidy_sql(ex.gold_sql)
+        usage = tables_and_columns(gold, "sqlite", schema)
+        linked, keep = usage.as_linking(), reduced_keep(schema, usage_keep(schema, usage))
+        extra = distractors(schema, keep, random.Random(f"0:{ex.index}:distractors"))  # the synthesizer's seed
+        assert extra and not {t.lower() for t in extra} & {t.lower() for t in keep}
+        # a model that links the gold's tables and columns and those extra ones, and writes the gold
+        engine = Recorder(sl=prompts.sl_reply({**linked, **{t: sorted(c) for t, c in extra.items()}}),
+                          ts=prompts.sql_reply(gold), nc=prompts.NC_CORRECT, cw=prompts.sql_reply(gold))
+        Pipeline(engine, db, schema, options=TRAINED_STAGES).ask(ex.question)
+        generation = [request.as_dicts() for task, request in engine.calls if task == "ts"][1]
+        assert prompt_of(rec) == generation
+        assert rec["messages"][2]["content"] == prompts.sql_reply(gold)  # the gold, whatever else is shown
+        shown = "\n".join(m["content"] for m in generation)
+        assert all(f"CREATE TABLE {t} (" in shown for t in extra)
+
+
+def test_distractors_are_other_tables_mostly_foreign_key_neighbours():
+    import random
+
+    from finetune.synth import distractors
+    from routesh.pipeline.linking import foreign_key_graph
+
+    db, schema = open_db("college_2")  # 11 tables
+    graph = foreign_key_graph(schema)
+    keep = {"instructor": {"name"}}
+    near = far = 0
+    for seed in range(200):
+        extra = distractors(schema, keep, random.Random(seed))
+        assert 1 <= len(extra) <= 3 and "instructor" not in extra
+        for table, columns in extra.items():
+            assert columns <= {c.name for c in schema.table(table).columns}
+            near += table in graph["instructor"]
+            far += table not in graph["instructor"]
+    assert near > 2 * far  # three in four, as the pipeline's own extras are
+    only = {t.display_name: set() for t in schema.tables}
+    assert distractors(schema, only, random.Random(0)) == {}  # nothing left to add
 
 
 def test_follow_up_items_in_training_are_what_the_pipeline_asks_after_a_conversation(tmp_path):

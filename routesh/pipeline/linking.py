@@ -81,13 +81,7 @@ def union(*parts: ReducedSchema) -> ReducedSchema:
 def bridge(schema: Schema, keep: ReducedSchema) -> set[str]:
     """Add the tables on the shortest foreign-key paths that connect the kept tables (a linking step
     that names two tables often forgets the table that joins them). Returns what was added."""
-    graph: dict[str, set[str]] = {t.display_name: set() for t in schema.tables}
-    for table in schema.tables:
-        for fk in table.foreign_keys:
-            target = schema.table(fk.ref_table)
-            if target is not None:
-                graph[table.display_name].add(target.display_name)
-                graph[target.display_name].add(table.display_name)
+    graph = foreign_key_graph(schema)
     kept = [t for t in keep if t in graph]
     if len(kept) < 2:
         return set()
@@ -103,6 +97,18 @@ def bridge(schema: Schema, keep: ReducedSchema) -> set[str]:
             connected.update(path)
         connected.add(target)
     return added
+
+
+def foreign_key_graph(schema: Schema) -> dict[str, set[str]]:
+    """Each table's display name → the tables one foreign key away from it, either way."""
+    graph: dict[str, set[str]] = {t.display_name: set() for t in schema.tables}
+    for table in schema.tables:
+        for fk in table.foreign_keys:
+            target = schema.table(fk.ref_table)
+            if target is not None:
+                graph[table.display_name].add(target.display_name)
+                graph[target.display_name].add(table.display_name)
+    return graph
 
 
 def _shortest_path(graph: dict[str, set[str]], sources: set[str], target: str) -> list[str]:
