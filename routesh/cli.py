@@ -128,7 +128,8 @@ def model_info(spec: str | None, *, backend: str) -> int:
     print(f"model:   {engine.name}")
     adapter = getattr(engine, "adapter", None)
     if adapter:
-        print(f"adapter: {adapter}")
+        mode = getattr(engine, "adapter_mode", None)
+        print(f"adapter: {adapter}" + (f" ({mode})" if mode else ""))
     print(f"backend: {engine.backend}" + (f" ({details})" if details else ""))
     if licence := licence_line(spec):
         print(f"licence: {licence}")
