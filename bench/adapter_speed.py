@@ -41,6 +41,10 @@ def main() -> int:
     from routesh.pipeline import schema_texts
     from routesh.pipeline.options import SCHEMA_SAMPLES, SQL_STOP, PipelineOptions
 
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if "base" not in modes or any(m not in ("base", *MODES) for m in modes):
+        parser.error(f"--modes: base and any of {', '.join(MODES)}")
+    reference = "peft" if "peft" in modes else next((m for m in modes if m != "base"), "base")
     adapter = args.adapter or ADAPTED[ROUTE_MODEL].path
     options = PipelineOptions()
     requests = []
@@ -52,10 +56,6 @@ def main() -> int:
         requests.append(prompts.ts_prompt(text, "sqlite", ex.question))
     params = GenerationParams(max_new_tokens=options.sql_tokens, stop=SQL_STOP)
     engine = load_engine(BASE_MODEL, backend="transformers", progress=False)
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if "base" not in modes or any(m not in ("base", *MODES) for m in modes):
-        parser.error(f"--modes: base and any of {', '.join(MODES)}")
-    reference = "peft" if "peft" in modes else next((m for m in modes if m != "base"), "base")
     seconds: dict[str, list[float]] = {m: [] for m in modes}
     replies: dict[str, list[str]] = {}
     tokens: dict[str, int] = {m: 0 for m in modes}
